@@ -1,0 +1,334 @@
+"""Config schema, composition and checks: everything here runs before torch or a model is imported.
+
+The schema is a set of structured configs registered with Hydra's ConfigStore; the YAML tree in conf/ fills
+them. `compose()` composes once with Hydra's compose API so that a bad key, type or value becomes an
+FtkitError (exit 2, with the closest valid keys) instead of Hydra's exit 1; `check()` adds the rules that
+span fields. Hydra's own run then composes the same overrides again for the real run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from ftkit import trainer_fields
+from ftkit.errors import FtkitError, closest
+
+CONFIG_MODULE = "ftkit.conf"
+PRIMARY = "train"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # short name used in reports
+    path: str = MISSING  # local HF folder, hub id, .gguf file, or pkg://<python package> holding gguf_file
+    gguf_file: str | None = None  # GGUF file name inside `path` (folder, package or hub repo)
+    revision: str | None = None
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    attn_implementation: str | None = None  # None lets transformers choose (sdpa where available)
+    max_length: int = 512
+    trust_remote_code: bool = False
+
+
+@dataclass
+class PeftConfig:
+    method: str = "lora"
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"  # "all-linear" or a list of module names
+    bias: str = "none"
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class EvaluateConfig:
+    base: bool = True  # also score the base model, for the before/after comparison
+    batch_size: int = 16
+    max_examples: int | None = None  # cap the test split (quick looks); None scores all of it
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING  # JSONL or CSV path, or bundled:<recipe>/<file>
+    validation: str | None = None
+    test: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    max_train_examples: int | None = None
+
+
+@dataclass
+class ClassificationRecipeConfig:
+    name: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    labels: list[str] = MISSING
+    system_prompt: str = ""
+    prompt_template: str = "{text}"
+
+
+@dataclass
+class FtkitConfig:
+    recipe: Any = MISSING  # typed by the recipe's own schema (see conf/recipe/*.yaml defaults)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)  # any TRL SFTConfig field, checked in check()
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+def register_schemas() -> None:
+    if not OmegaConf.has_resolver("ftkit_groups"):
+        OmegaConf.register_new_resolver("ftkit_groups", config_groups_help)
+    store = ConfigStore.instance()
+    store.store(name="ftkit_schema", node=FtkitConfig)
+    store.store(group="schema/recipe", name="classification", node=ClassificationRecipeConfig)
+
+
+def config_groups_help() -> str:
+    """The groups of conf/ and their options, for `ftkit train --help` (Hydra's list shows schemas too)."""
+    from importlib import resources
+
+    root = resources.files(CONFIG_MODULE)
+    lines = []
+    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+        options = sorted(p.name[: -len(".yaml")] for p in root.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+        lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+# Hydra's command-line flags and whether each takes a value; everything else is an override.
+HYDRA_FLAGS = {
+    "--help": False,
+    "-h": False,
+    "--hydra-help": False,
+    "--version": False,
+    "--resolve": False,
+    "--run": False,
+    "-r": False,
+    "--multirun": False,
+    "-m": False,
+    "--cfg": True,
+    "-c": True,
+    "--package": True,
+    "-p": True,
+    "--info": True,
+    "-i": True,
+    "--config-path": True,
+    "-cp": True,
+    "--config-name": True,
+    "-cn": True,
+    "--config-dir": True,
+    "-cd": True,
+    "--experimental-rerun": True,
+    "--shell-completion": True,
+    "-sc": True,
+}
+INFO_ONLY = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
+
+
+def split_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Separate Hydra flags (with their values) from overrides."""
+    flags, overrides = [], []
+    it = iter(range(len(args)))
+    for i in it:
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if name in HYDRA_FLAGS:
+            flags.append(arg)
+            takes_value = HYDRA_FLAGS[name] and "=" not in arg
+            # --info's value is optional; only take the next word if it is not an override.
+            if takes_value and i + 1 < len(args) and "=" not in args[i + 1]:
+                flags.append(args[i + 1])
+                next(it, None)
+        elif arg.startswith("-") and "=" not in arg:
+            raise FtkitError(
+                f"unknown option {arg!r}",
+                f"ftkit takes Hydra overrides (key=value) and Hydra's flags; {closest(arg, list(HYDRA_FLAGS))}",
+                where="command line",
+            )
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
+def parse_overrides(overrides: list[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except OverrideParseException as error:
+            raise FtkitError(
+                f"cannot parse the override {text!r} ({str(error).splitlines()[0]})",
+                "write key=value; quote values holding spaces or special characters, e.g. "
+                "'recipe.system_prompt=\"Route the ticket.\"', and lists as key=[a,b]",
+                where="command line",
+            ) from None
+    return parsed
+
+
+def rewrite_trainer_overrides(overrides: list[str]) -> list[str]:
+    """Let `trainer.<any SFTConfig field>=v` work without Hydra's `+` prefix; refuse unknown fields.
+
+    The trainer group only lists ftkit's defaults, so Hydra's struct mode would reject a valid SFTConfig field
+    that is not among them; `++` adds or overrides it. A name that is not an SFTConfig field is refused here.
+    """
+    rewritten = []
+    for text, override in zip(overrides, parse_overrides(overrides), strict=True):
+        key = override.key_or_group
+        if key.startswith("trainer.") and not override.is_delete():
+            name = key.split(".")[1]
+            _check_trainer_name(name, where=key)
+            if not text.startswith("+"):
+                text = "++" + text
+        rewritten.append(text)
+    return rewritten
+
+
+def _check_trainer_name(name: str, where: str) -> None:
+    if name in trainer_fields.OWNED_ELSEWHERE:
+        raise FtkitError(f"trainer.{name} is set by ftkit", trainer_fields.OWNED_ELSEWHERE[name], where=where)
+    if name not in trainer_fields.load():
+        raise FtkitError(
+            f"unknown trainer option {name!r}: it is not a field of TRL's SFTConfig",
+            closest(name, list(trainer_fields.load())),
+            where=where,
+        )
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose conf/train.yaml with overrides through Hydra's compose API; user mistakes -> FtkitError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=PRIMARY, overrides=overrides)
+    except MissingConfigException as error:
+        raise _missing_option_error(error) from None
+    except ConfigCompositionException as error:
+        raise _composition_error(error, overrides) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_option_error(error: Exception) -> FtkitError:
+    options = getattr(error, "options", None) or []
+    missing = getattr(error, "missing_cfg_file", "") or ""
+    group, _, option = missing.rpartition("/")
+    if group:
+        return FtkitError(
+            f"there is no {group} called {option!r}",
+            f"pick one of: {', '.join(options)} (e.g. {group}={options[0] if options else '<name>'})",
+            where=f"{group}={option}",
+        )
+    return FtkitError(str(error).splitlines()[0], "check the option names with `ftkit train --help`")
+
+
+def _composition_error(error: Exception, overrides: list[str]) -> FtkitError:
+    from omegaconf.errors import ConfigKeyError, ValidationError
+
+    cause = error.__cause__ or error
+    full_key = getattr(cause, "full_key", None) or ""
+    first_line = str(cause).splitlines()[0]
+    if isinstance(cause, ConfigKeyError) or "not in struct" in str(cause) or " not in '" in str(cause):
+        parent, _, name = full_key.rpartition(".")
+        candidates = _keys_under(parent, overrides)
+        return FtkitError(
+            f"unknown config key {full_key!r}",
+            f"{closest(name, candidates)} (keys under {parent or 'the top level'}: {', '.join(candidates)})",
+            where=full_key,
+        )
+    if isinstance(cause, ValidationError):
+        return FtkitError(
+            f"wrong type for {full_key}: {first_line}",
+            f"give {full_key} a value of the type its schema declares (see `ftkit train --cfg job`)",
+            where=full_key,
+        )
+    return FtkitError(first_line, "check the override against `ftkit train --cfg job`", where=full_key or None)
+
+
+def _keys_under(parent: str, overrides: list[str]) -> list[str]:
+    """The valid keys of a config node, composed with the user's group choices only."""
+    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and not o.startswith("+")]
+    try:
+        base = compose(choices)
+    except FtkitError:
+        base = compose([])
+    node = OmegaConf.select(base, parent) if parent else base
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []
+
+
+def check(cfg: DictConfig) -> None:
+    """Cross-field rules, run before any data or model loads. Raises FtkitError on the first problem."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise FtkitError(
+            f"required value {key} is not set (missing: {', '.join(missing)})",
+            f"set it on the command line, e.g. {key}=<value>",
+            where=key,
+        )
+    for name, value in cfg.trainer.items():
+        _check_trainer_name(str(name), where=f"trainer.{name}")
+        plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        problem = trainer_fields.check_value(str(name), plain)
+        if problem:
+            raise FtkitError(
+                f"trainer.{name} {problem}", f"pass a valid value, e.g. trainer.{name}=...", where=f"trainer.{name}"
+            )
+    _positive(cfg, "trainer.learning_rate", "trainer.learning_rate=2e-4")
+    _positive(cfg, "trainer.per_device_train_batch_size", "trainer.per_device_train_batch_size=8")
+    _positive(cfg, "trainer.per_device_eval_batch_size", "trainer.per_device_eval_batch_size=16")
+    _positive(cfg, "trainer.gradient_accumulation_steps", "trainer.gradient_accumulation_steps=1")
+    _positive(cfg, "peft.r", "peft.r=16")
+    _positive(cfg, "model.max_length", "model.max_length=512")
+    _positive(cfg, "evaluate.batch_size", "evaluate.batch_size=16")
+    _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
+    _choice(cfg, "peft.method", ["lora"])
+    _choice(cfg, "launcher.name", ["local"])
+    _choice(cfg, "logger.name", ["none"])
+    if not 0 <= cfg.peft.dropout < 1:
+        raise FtkitError(
+            f"peft.dropout is {cfg.peft.dropout}, outside [0, 1)", "use e.g. peft.dropout=0.05", where="peft.dropout"
+        )
+    from ftkit.recipes import get_recipe_class
+
+    get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
+
+
+def _positive(cfg: DictConfig, key: str, example: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise FtkitError(f"{key} must be a positive number, got {value!r}", f"use e.g. {example}", where=key)
+
+
+def _choice(cfg: DictConfig, key: str, choices: list[str]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        raise FtkitError(
+            f"{key}={value!r} is not supported",
+            f"use one of {', '.join(choices)}; {closest(str(value), choices)}",
+            where=key,
+        )

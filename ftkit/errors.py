@@ -1,0 +1,60 @@
+"""User-facing errors: one paragraph that names the problem, where it is and the fix; exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+USAGE_ERROR = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FtkitError(Exception):
+    """A mistake in what the user gave us (config, command line, data), as opposed to a bug in ftkit."""
+
+    def __init__(self, problem: str, fix: str, where: str | None = None) -> None:
+        self.problem, self.fix, self.where = problem.rstrip("."), fix.rstrip("."), where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        place = f"{self.where}: " if self.where else ""
+        end = "" if self.fix.endswith(("?", ")")) else "."
+        return f"{place}{self.problem}. Fix: {self.fix}{end}"
+
+
+def debug() -> bool:
+    return os.environ.get("FTKIT_DEBUG", "") not in ("", "0")
+
+
+def exit_on_user_error(func: F) -> F:
+    """Print an FtkitError as one paragraph and exit 2; with FTKIT_DEBUG=1 let the traceback through.
+
+    It also guards the Hydra task function: Hydra would otherwise print its own report and exit 1.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FtkitError as error:
+            if debug():
+                raise
+            print(f"ftkit: error: {error}", file=sys.stderr)
+            sys.exit(USAGE_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def closest(word: str, candidates: list[str]) -> str:
+    """'did you mean' text for an unknown name, or the list of valid names when nothing is close."""
+    import difflib
+
+    near = difflib.get_close_matches(word, candidates, n=3, cutoff=0.6)
+    if near:
+        return "did you mean " + " or ".join(repr(n) for n in near) + "?"
+    shown = ", ".join(sorted(candidates)[:25]) + (", ..." if len(candidates) > 25 else "")
+    return f"valid names: {shown}"
