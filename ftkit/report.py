@@ -1,0 +1,164 @@
+"""The run directory a person reads: config, metrics.json, predictions, report.md with plots, console summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("ftkit")
+
+
+def write_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(overrides)))
+
+
+def write_report(
+    run_dir: Path,
+    cfg: DictConfig,
+    recipe: Any,
+    base: dict[str, Any] | None,
+    finetuned: dict[str, Any],
+    train_stats: dict[str, Any],
+    log_history: list[dict[str, Any]],
+) -> None:
+    metrics = {
+        "base": base["metrics"] if base else None,
+        "finetuned": finetuned["metrics"],
+        "train": train_stats,
+        "primary_metric": recipe.primary_metric,
+        "evaluation_seconds": {"base": base["seconds"] if base else None, "finetuned": finetuned["seconds"]},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=1) + "\n")
+    _write_predictions(run_dir, recipe, base, finetuned)
+    plots = _plot_loss(run_dir, log_history)
+    if "confusion_matrix" in finetuned["metrics"]:
+        plots += _plot_confusion(run_dir, base, finetuned)
+    table = summary_table(metrics, recipe.primary_metric)
+    (run_dir / "report.md").write_text(_markdown(cfg, metrics, table, plots, run_dir))
+    print(f"\n{table}\nRun directory: {run_dir}\n", flush=True)
+    log.info("Summary\n%s", table)
+
+
+def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned: dict) -> None:
+    folder = run_dir / "predictions"
+    folder.mkdir(exist_ok=True)
+    for name, result in (("base", base), ("finetuned", finetuned)):
+        if result is not None:
+            with (folder / f"{name}.jsonl").open("w") as out:
+                for prediction in result["predictions"]:
+                    out.write(json.dumps(prediction) + "\n")
+
+
+def summary_table(metrics: dict[str, Any], primary: str) -> str:
+    """Base vs fine-tuned headline metrics and the training cost, as a Markdown table."""
+    tuned, base, train = metrics["finetuned"], metrics["base"] or {}, metrics["train"]
+    headline = [primary] + [k for k in ("macro_f1", "micro_f1", "rouge_l") if k in tuned and k != primary]
+
+    def cell(value: Any, fmt: str = ".4f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [("metric", "base", "fine-tuned"), ("---", "---", "---")]
+    rows += [(name, cell(base.get(name)), cell(tuned.get(name))) for name in headline]
+    rows += [
+        ("training minutes", "", cell(train["train_minutes"], ".2f")),
+        ("training tokens/s", "", cell(train["tokens_per_second"], ".1f")),
+        ("peak memory (RSS, MB)", "", cell(train["peak_rss_mb"], ".0f")),
+    ]
+    if "peak_gpu_mb" in train:
+        rows.append(("peak GPU memory (MB)", "", cell(train["peak_gpu_mb"], ".0f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows)
+
+
+def _plot_loss(run_dir: Path, log_history: list[dict[str, Any]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e]
+    if not train and not evals:
+        return []
+    (run_dir / "plots").mkdir(exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "plots" / "loss.png", dpi=110)
+    plt.close(fig)
+    return ["plots/loss.png"]
+
+
+def _plot_confusion(run_dir: Path, base: dict | None, finetuned: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    panels = [("base", base), ("fine-tuned", finetuned)] if base else [("fine-tuned", finetuned)]
+    labels = finetuned["metrics"]["confusion_matrix"]["labels"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, result) in zip(axes[0], panels, strict=True):
+        matrix = np.array(result["metrics"]["confusion_matrix"]["matrix"])
+        ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=40)
+        ax.set_title(f"{title} (accuracy {result['metrics']['accuracy']:.3f})")
+    fig.tight_layout()
+    fig.savefig(run_dir / "plots" / "confusion_matrix.png", dpi=110)
+    plt.close(fig)
+    return ["plots/confusion_matrix.png"]
+
+
+def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_dir: Path) -> str:
+    tuned = metrics["finetuned"]
+    lines = [
+        f"# {cfg.recipe.name}: {cfg.model.name} + {cfg.peft.method} (r={cfg.peft.r})",
+        "",
+        f"Run directory: `{run_dir}`. Resolved config: `config.yaml`; command-line overrides: `overrides.yaml`.",
+        "",
+        "## Summary",
+        "",
+        table,
+        "",
+    ]
+    if "per_class" in tuned:
+        base_classes = (metrics["base"] or {}).get("per_class", {})
+        lines += [
+            "## Per class (test split)",
+            "",
+            "| label | support | base F1 | precision | recall | F1 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, row in tuned["per_class"].items():
+            base_f1 = base_classes.get(label, {}).get("f1")
+            lines.append(
+                f"| {label} | {row['support']} | {'-' if base_f1 is None else f'{base_f1:.3f}'} | "
+                f"{row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |"
+            )
+        lines.append("")
+    lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    lines += [
+        "## Files",
+        "",
+        "- `adapter/`: LoRA adapter and tokenizer (`PeftModel.from_pretrained(base_model, 'adapter')`)",
+        "- `metrics.json`: base and fine-tuned metrics, training statistics",
+        "- `predictions/`: per-example predictions of the base and fine-tuned models on the test split",
+        "- `log_history.json`, `train.log`: the training log; `checkpoints/`: Trainer checkpoints",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""ftkit train: compose -> check -> data -> model -> trainer -> evaluate -> report.
+
+Hydra composes the config (ftkit.cli runs this main as the Hydra task function); everything after that is the
+linear story below. Each step is a plain function from another ftkit module.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from ftkit.config import check
+from ftkit.errors import FtkitError
+from ftkit.models import load_model_and_tokenizer, lora_config
+from ftkit.recipes import Recipe, get_recipe_class
+from ftkit.report import write_config, write_report
+
+log = logging.getLogger("ftkit")
+
+
+def main(cfg: DictConfig) -> float:
+    check(cfg)
+    recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+    splits = load_splits(recipe, cfg)
+    log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+
+    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base") if cfg.evaluate.base else None
+
+    trainer = build_trainer(cfg, recipe, model, tokenizer, splits, run_dir)
+    train_stats = train(trainer)
+    trainer.save_model(str(run_dir / "adapter"))  # LoRA weights + adapter_config.json
+    tokenizer.save_pretrained(str(run_dir / "adapter"))
+
+    finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], cfg, "finetuned")
+    write_report(run_dir, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history)
+    return float(finetuned["metrics"][recipe.primary_metric])
+
+
+def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
+    if splits["validation"] is None and cfg.trainer.get("eval_strategy", "no") != "no":
+        raise FtkitError(
+            f"trainer.eval_strategy={cfg.trainer.eval_strategy} needs a validation split, and none is set",
+            "set recipe.data.validation=<file>, or turn evaluation during training off: trainer.eval_strategy=no",
+            where="recipe.data.validation",
+        )
+    if splits["test"] is None:
+        raise FtkitError(
+            "no test split is set, so there is nothing to evaluate on",
+            "set recipe.data.test=<file>",
+            where="recipe.data.test",
+        )
+    limit = cfg.evaluate.max_examples
+    splits["test"] = splits["test"][:limit] if limit else splits["test"]
+    return {name: records for name, records in splits.items() if records is not None}
+
+
+def evaluate(
+    recipe: Recipe, model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: DictConfig, which: str
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    predictions = recipe.predict(model, tokenizer, records, cfg.evaluate.batch_size)
+    seconds = time.perf_counter() - started
+    metrics = recipe.score(predictions, records)
+    log.info(
+        "%s model: %s=%.4f on %d test examples (%.1f s)",
+        which,
+        recipe.primary_metric,
+        metrics[recipe.primary_metric],
+        len(records),
+        seconds,
+    )
+    return {"metrics": metrics, "predictions": predictions, "seconds": seconds}
+
+
+class LogToFile(TrainerCallback):
+    """Copy Trainer's log lines (loss, learning rate, eval loss) into train.log."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and state.is_world_process_zero:
+            log.info(
+                "step %d: %s",
+                state.global_step,
+                {k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()},
+            )
+
+
+def build_trainer(
+    cfg: DictConfig, recipe: Recipe, model: Any, tokenizer: Any, splits: dict[str, list], run_dir: Path
+) -> SFTTrainer:
+    try:
+        args = SFTConfig(
+            output_dir=str(run_dir / "checkpoints"),
+            report_to="none",
+            max_length=cfg.model.max_length,
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+        )
+    except (ValueError, TypeError) as error:
+        raise FtkitError(
+            f"TRL refused the trainer settings: {str(error).splitlines()[0]}",
+            "correct the trainer.* values named above",
+            where="trainer",
+        ) from None
+    validation = splits.get("validation")
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
+        eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg.peft),
+        callbacks=[LogToFile()],
+    )
+
+
+def train(trainer: SFTTrainer) -> dict[str, Any]:
+    result = trainer.train()
+    tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
+    runtime = result.metrics["train_runtime"]
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    stats = {
+        "train_loss": result.metrics.get("train_loss"),
+        "train_minutes": runtime / 60,
+        "train_tokens": int(tokens),
+        "tokens_per_second": tokens / runtime if runtime else None,
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "peak_rss_mb": peak_mb,
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    if torch.cuda.is_available():
+        stats["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return stats
