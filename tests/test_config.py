@@ -1,0 +1,104 @@
+"""Composition and checks: the schema, the trainer field list, and exit-2 errors without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ftkit import trainer_fields
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_cfg_job_prints_composed_config_without_torch(run_ftkit, tmp_path):
+    result = run_ftkit("train", "recipe=tickets", "peft.r=8", "trainer.learning_rate=1e-4", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["peft"]["r"] == 8
+    assert cfg["trainer"]["learning_rate"] == 1e-4
+    assert cfg["recipe"]["name"] == "tickets"
+    assert set(cfg) >= {"recipe", "model", "peft", "trainer", "launcher", "logger"}
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_composing_and_checking_imports_no_torch():
+    code = (
+        "import sys; from ftkit.config import compose, check; check(compose(['peft.r=4']));"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules];"
+        "print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_help_lists_groups_and_options(run_ftkit):
+    result = run_ftkit("train", "--help")
+    assert result.returncode == 0
+    for line in (
+        "recipe: tickets",
+        "model: smollm2_135m",
+        "peft: lora",
+        "trainer: default",
+        "launcher: local",
+        "logger: none",
+    ):
+        assert line in result.stdout
+    assert "schema" not in result.stdout.split("== Composed config")[0]
+
+
+def test_any_sftconfig_field_is_accepted_without_plus(run_ftkit):
+    result = run_ftkit("train", "trainer.weight_decay=0.05", "trainer.max_grad_norm=0.5", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    trainer = yaml.safe_load(result.stdout)["trainer"]
+    assert trainer["weight_decay"] == 0.05 and trainer["max_grad_norm"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("peft.rr=8", ["peft.rr", "did you mean 'r'"]),
+        ("model.max_lenght=128", ["model.max_lenght", "did you mean 'max_length'"]),
+        ("peft.r=abc", ["peft.r", "could not be converted to Integer"]),
+        ("trainer.learning_rat=1e-4", ["trainer.learning_rat", "did you mean 'learning_rate'"]),
+        ("trainer.num_train_epochs=many", ["trainer.num_train_epochs", "expects float"]),
+        ("trainer.output_dir=/tmp/x", ["trainer.output_dir", "hydra.run.dir"]),
+        ("recipe=tiket", ["no recipe called 'tiket'", "tickets"]),
+        ("model.path=???", ["model.path", "not set"]),
+        ("trainer.learning_rate=-1", ["trainer.learning_rate", "positive"]),
+        ("trainer.per_device_train_batch_size=0", ["per_device_train_batch_size", "positive"]),
+        ("peft.r=[", ["cannot parse the override"]),
+        ("model.dtype=fp8", ["model.dtype", "float32"]),
+        ("recipe.labels=[A,A]", ["repeats A"]),
+    ],
+)
+def test_config_mistakes_exit_2_with_the_key_and_a_fix(run_ftkit, tmp_path, override, fragments):
+    result = run_ftkit("train", override)
+    assert_user_error(result, "Fix:", *fragments)
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run directory
+
+
+def test_debug_shows_the_traceback(run_ftkit):
+    result = run_ftkit("train", "peft.rr=8", env={"FTKIT_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_trainer_field_list_matches_installed_trl():
+    """Fails when TRL changes SFTConfig: regenerate with `python -m ftkit.trainer_fields`."""
+    checked_in = json.loads(trainer_fields.FIELDS_FILE.read_text())
+    assert trainer_fields.generate()["fields"] == checked_in["fields"]
+
+
+def test_trainer_value_kinds():
+    assert trainer_fields.check_value("learning_rate", 1) is None
+    assert trainer_fields.check_value("learning_rate", "fast") is not None
+    assert trainer_fields.check_value("bf16", None) is None
+    assert trainer_fields.check_value("seed", 1.5) is not None

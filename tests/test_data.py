@@ -1,0 +1,90 @@
+"""Data files: bundled tickets data, and bad records rejected with file:line through `ftkit train`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from omegaconf import OmegaConf
+
+from ftkit.config import compose
+from ftkit.recipes import get_recipe_class
+from tests.test_config import assert_user_error
+
+
+def tickets_recipe(*overrides: str):
+    cfg = compose(list(overrides))
+    return get_recipe_class("tickets")(cfg.recipe)
+
+
+def test_bundled_tickets_data():
+    recipe = tickets_recipe()
+    splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
+    assert sum(len(records) for records in splits.values()) >= 600
+    for records in splits.values():
+        assert set(Counter(r["label"] for r in records)) == set(recipe.labels)
+    texts = [r["text"] for records in splits.values() for r in records]
+    assert len(texts) == len(set(texts)), "a ticket appears twice"
+    assert len(recipe.labels) >= 5
+
+
+def test_to_example_is_a_conversational_prompt_completion():
+    recipe = tickets_recipe()
+    example = recipe.to_example({"text": "hyd hose weeping at HPU-3", "label": "Hydraulic/Pneumatic"})
+    assert example["prompt"][0]["role"] == "system"
+    assert example["prompt"][-1] == {"role": "user", "content": "hyd hose weeping at HPU-3"}
+    assert example["completion"] == [{"role": "assistant", "content": "Hydraulic/Pneumatic"}]
+
+
+def test_parse_output():
+    recipe = tickets_recipe()
+    assert recipe.parse_output(" electrical\n") == "Electrical"
+    assert recipe.parse_output("Safety/Facilities, because the guard is missing") == "Safety/Facilities"
+    assert recipe.parse_output("no idea") is None
+
+
+def test_csv_with_custom_fields(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text('body,category\n"bearing, drive end",Mechanical\nfuse blown,Electrical\n')
+    recipe = tickets_recipe(
+        f"recipe.data.train={path}", "recipe.data.text_field=body", "recipe.data.label_field=category"
+    )
+    assert [r["label"] for r in recipe.load_split("train")] == ["Mechanical", "Electrical"]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_record_missing_text_field_names_file_and_line(run_ftkit, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    write_jsonl(data, [{"text": "fuse blown", "label": "Electrical"}, {"body": "belt slipping", "label": "Mechanical"}])
+    result = run_ftkit("train", f"recipe.data.train={data}", "evaluate.base=false")
+    assert_user_error(result, f"{data}:2", "no 'text' field", "Fix:")
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("adapter"))
+
+
+def test_label_outside_the_set_names_file_and_line(run_ftkit, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    write_jsonl(
+        data,
+        [
+            {"text": "fuse blown", "label": "Electrical"},
+            {"text": "ok", "label": "Mechanical"},
+            {"text": "belt slipping", "label": "Mechanicl"},
+        ],
+    )
+    result = run_ftkit("train", f"recipe.data.train={data}")
+    assert_user_error(result, f"{data}:3", "'Mechanicl' is not one of recipe.labels", "did you mean 'Mechanical'")
+
+
+def test_malformed_json_and_missing_file(run_ftkit, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "a", "label": "Electrical"}\n{"text": "b", \n')
+    assert_user_error(run_ftkit("train", f"recipe.data.test={data}"), f"{data}:2", "malformed JSON")
+    assert_user_error(run_ftkit("train", "recipe.data.train=nope.jsonl"), "recipe.data.train", "does not exist")
+
+
+def test_config_holds_bundled_paths():
+    cfg = compose([])
+    assert OmegaConf.select(cfg, "recipe.data.train") == "bundled:tickets/train.jsonl"

