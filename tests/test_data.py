@@ -18,7 +18,7 @@ def tickets_recipe(*overrides: str):
 
 
 def test_bundled_tickets_data():
-    recipe = tickets_recipe()
+    recipe = tickets_recipe("recipe.data.max_train_examples=null")
     splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
     assert sum(len(records) for records in splits.values()) >= 600
     for records in splits.values():
@@ -26,6 +26,12 @@ def test_bundled_tickets_data():
     texts = [r["text"] for records in splits.values() for r in records]
     assert len(texts) == len(set(texts)), "a ticket appears twice"
     assert len(recipe.labels) >= 5
+
+
+def test_max_train_examples_caps_only_the_train_split():
+    recipe = tickets_recipe("recipe.data.max_train_examples=50")
+    assert len(recipe.load_split("train")) == 50
+    assert len(recipe.load_split("test")) == 120
 
 
 def test_to_example_is_a_conversational_prompt_completion():
