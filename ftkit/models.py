@@ -156,15 +156,39 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def lora_config(cfg: DictConfig) -> Any:
+def lora_config(cfg: DictConfig, model: Any) -> Any:
     from peft import LoraConfig
 
-    targets = cfg.target_modules
+    targets = (
+        OmegaConf.to_container(cfg.target_modules) if OmegaConf.is_list(cfg.target_modules) else cfg.target_modules
+    )
+    layers = None
+    if cfg.top_layers is not None:
+        num_layers = model.config.get_text_config().num_hidden_layers
+        if cfg.top_layers > num_layers:
+            raise FtkitError(
+                f"peft.top_layers={cfg.top_layers}, but the model has only {num_layers} layers",
+                f"use peft.top_layers between 1 and {num_layers}, or peft.top_layers=null to adapt every layer",
+                where="peft.top_layers",
+            )
+        layers = list(range(num_layers - cfg.top_layers, num_layers))
+        if targets == "all-linear":
+            # PEFT takes layers_to_transform only with a list of module names: spell "all-linear" out the way
+            # PEFT does (every Linear but the output head).
+            head = model.get_output_embeddings()
+            targets = sorted(
+                {
+                    n.rsplit(".", 1)[-1]
+                    for n, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear) and m is not head
+                }
+            )
     return LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=OmegaConf.to_container(targets) if OmegaConf.is_list(targets) else targets,
+        target_modules=targets,
+        layers_to_transform=layers,
         bias=cfg.bias,
         task_type="CAUSAL_LM",
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ from trl import SFTConfig, SFTTrainer
 
 from ftkit.config import check
 from ftkit.errors import FtkitError
+from ftkit.evaluate import evaluate
 from ftkit.models import load_model_and_tokenizer, lora_config
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
+from ftkit.trl_patches import score_only_labelled_positions_on_cpu
 
 log = logging.getLogger("ftkit")
 
@@ -68,24 +69,6 @@ def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any
     return {name: records for name, records in splits.items() if records is not None}
 
 
-def evaluate(
-    recipe: Recipe, model: Any, tokenizer: Any, records: list[dict[str, Any]], cfg: DictConfig, which: str
-) -> dict[str, Any]:
-    started = time.perf_counter()
-    predictions = recipe.predict(model, tokenizer, records, cfg.evaluate.batch_size)
-    seconds = time.perf_counter() - started
-    metrics = recipe.score(predictions, records)
-    log.info(
-        "%s model: %s=%.4f on %d test examples (%.1f s)",
-        which,
-        recipe.primary_metric,
-        metrics[recipe.primary_metric],
-        len(records),
-        seconds,
-    )
-    return {"metrics": metrics, "predictions": predictions, "seconds": seconds}
-
-
 class LogToFile(TrainerCallback):
     """Copy Trainer's log lines (loss, learning rate, eval loss) into train.log."""
 
@@ -102,11 +85,12 @@ def build_trainer(
     cfg: DictConfig, recipe: Recipe, model: Any, tokenizer: Any, splits: dict[str, list], run_dir: Path
 ) -> SFTTrainer:
     try:
+        # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
         args = SFTConfig(
             output_dir=str(run_dir / "checkpoints"),
             report_to="none",
             max_length=cfg.model.max_length,
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **{**recipe.sft_config, **OmegaConf.to_container(cfg.trainer, resolve=True)},
         )
     except (ValueError, TypeError) as error:
         raise FtkitError(
@@ -115,13 +99,14 @@ def build_trainer(
             where="trainer",
         ) from None
     validation = splits.get("validation")
+    score_only_labelled_positions_on_cpu()
     return SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
         eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.peft),
+        peft_config=lora_config(cfg.peft, model),
         callbacks=[LogToFile()],
     )
 

@@ -20,6 +20,8 @@ class Recipe(Protocol):
 
     primary_metric: ClassVar[str]  # key in score()'s result that selects and summarises runs
     greater_is_better: ClassVar[bool]
+    # SFTConfig settings the task needs (e.g. {"assistant_only_loss": True}); trainer.* overrides still win.
+    sft_config: ClassVar[dict[str, Any]]
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -31,10 +33,13 @@ class Recipe(Protocol):
         """Read and validate one split's records (train / validation / test); None if not configured."""
 
     def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A record as a TRL conversational prompt-completion example: {"prompt": [...], "completion": [...]}."""
+        """A record as a TRL conversational example: {"prompt": [...], "completion": [...]} or {"messages": [...]}."""
+
+    def input_record(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """A record predict() accepts, from one unlabelled input object (`ftkit predict`); FtkitError at `where`."""
 
     def predict(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int) -> list[Any]:
-        """Predictions for records, in order."""
+        """Predictions for records, in order; each JSON-serialisable (they are written to predictions/*.jsonl)."""
 
     def parse_output(self, text: str) -> Any:
         """A prediction from free model output (for generation-based use), or None when it cannot be parsed."""
@@ -45,6 +50,16 @@ class Recipe(Protocol):
 
 def names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def schemas() -> dict[str, type]:
+    """Each recipe module's own structured config (its SCHEMA dataclass), by recipe name."""
+    found = {}
+    for name in names():
+        schema = getattr(importlib.import_module(f"{__name__}.{name}"), "SCHEMA", None)
+        if schema is not None:
+            found[name] = schema
+    return found
 
 
 def get_recipe_class(name: str) -> type[Recipe]:

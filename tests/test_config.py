@@ -78,6 +78,8 @@ def test_any_sftconfig_field_is_accepted_without_plus(run_ftkit):
         ("peft.r=[", ["cannot parse the override"]),
         ("model.dtype=fp8", ["model.dtype", "float32"]),
         ("recipe.labels=[A,A]", ["repeats A"]),
+        ("trainer.packing=true", ["trainer.packing", "attend to each other", "flash_attention_2"]),
+        ("trainer.padding_free=true", ["trainer.padding_free", "attn_implementation=None"]),
     ],
 )
 def test_config_mistakes_exit_2_with_the_key_and_a_fix(run_ftkit, tmp_path, override, fragments):

@@ -65,3 +65,32 @@ def test_corrupt_gguf_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(FtkitError, match="cannot read the GGUF file"):
         gguf_to_folder(str(tmp_path), "broken.gguf")
+
+
+def test_top_layers_adapts_only_the_last_layers(tiny_model):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftkit.models import lora_config
+
+    peft_cfg = OmegaConf.create(
+        {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear", "top_layers": 1, "bias": "none"}
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    adapted = get_peft_model(model, lora_config(peft_cfg, model))
+    names = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in n for n in names)
+    # "all-linear" spelt out: every projection of the adapted layer, never the output head.
+    assert {n.split(".layers.1.")[1].split(".lora_")[0] for n in names} == {
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    }
+
+    too_many = OmegaConf.merge(peft_cfg, {"top_layers": 3})
+    with pytest.raises(FtkitError, match="only 2 layers"):
+        lora_config(too_many, AutoModelForCausalLM.from_pretrained(tiny_model))
