@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 from omegaconf import OmegaConf
 
 from ftkit.config import compose
+from ftkit.errors import FtkitError
 from ftkit.recipes import get_recipe_class
 from tests.test_config import assert_user_error
 
@@ -94,3 +96,41 @@ def test_malformed_json_and_missing_file(run_ftkit, tmp_path):
 def test_config_holds_bundled_paths():
     cfg = compose([])
     assert OmegaConf.select(cfg, "recipe.data.train") == "bundled:tickets/train.jsonl"
+
+
+def test_hub_spec_reads_a_folder_of_data_files_through_datasets(tmp_path, monkeypatch):
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # keep the test's cache here
+    folder = tmp_path / "tickets_dataset"
+    folder.mkdir()
+    write_jsonl(
+        folder / "train.jsonl", [{"text": "fuse blown", "label": "Electrical"}, {"text": "belt", "label": "Mechanical"}]
+    )
+    write_jsonl(
+        folder / "test.jsonl", [{"text": "PLC fault", "label": "Software/Controls"}, {"text": "x", "label": "Pump"}]
+    )
+    # Without a split the spec reads the split being loaded (train here); with one, that split.
+    recipe = tickets_recipe(f"recipe.data.train=hub:{folder}", f"recipe.data.test=hub:{folder}:test")
+    train = recipe.load_split("train")
+    assert [r["label"] for r in train] == ["Electrical", "Mechanical"]
+    assert train[1]["source"] == f"hub:{folder}:train[1]"
+    with pytest.raises(FtkitError, match="'Pump' is not one of recipe.labels") as error:
+        recipe.load_split("test")
+    assert error.value.where == f"hub:{folder}:test[1]"
+
+
+def test_hub_spec_mistakes(tmp_path, monkeypatch):
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    folder = tmp_path / "only_train"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", [{"text": "fuse blown", "label": "Electrical"}])
+    with pytest.raises(FtkitError, match=r"cannot load split 'validation'.*\['train'\]") as error:
+        tickets_recipe(f"recipe.data.validation=hub:{folder}").load_split("validation")
+    assert error.value.where == "recipe.data.validation"
+    with pytest.raises(FtkitError, match="names no dataset"):
+        tickets_recipe("recipe.data.train=hub:").load_split("train")
+    with pytest.raises(FtkitError, match="no dataset .* on the Hub or on disk"):
+        tickets_recipe(f"recipe.data.train=hub:{tmp_path / 'missing'}").load_split("train")
