@@ -59,7 +59,10 @@ def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned:
 def summary_table(metrics: dict[str, Any], primary: str) -> str:
     """Base vs fine-tuned headline metrics and the training cost, as a Markdown table."""
     tuned, base, train = metrics["finetuned"], metrics["base"] or {}, metrics["train"]
-    headline = [primary] + [k for k in ("macro_f1", "micro_f1", "rouge_l") if k in tuned and k != primary]
+    # Multitask runs also put each task's primary metric at the top level as "<task>/<metric>".
+    per_task = [k for k in tuned if "/" in k and isinstance(tuned[k], (int, float))]
+    common = [k for k in ("macro_f1", "micro_f1", "rouge_l", "bleu", "perplexity") if k in tuned and k != primary]
+    headline = [primary, *per_task, *common]
 
     def cell(value: Any, fmt: str = ".4f") -> str:
         return "-" if value is None else format(value, fmt)
@@ -111,6 +114,7 @@ def _plot_confusion(run_dir: Path, base: dict | None, finetuned: dict) -> list[s
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    (run_dir / "plots").mkdir(exist_ok=True)  # a run too short to log a loss has no plots/ yet
     panels = [("base", base), ("fine-tuned", finetuned)] if base else [("fine-tuned", finetuned)]
     labels = finetuned["metrics"]["confusion_matrix"]["labels"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
@@ -150,6 +154,16 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
                 f"| {label} | {row['support']} | {'-' if base_f1 is None else f'{base_f1:.3f}'} | "
                 f"{row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} |"
             )
+        lines.append("")
+    if "tasks" in tuned:
+        base_tasks = (metrics["base"] or {}).get("tasks", {})
+        lines += ["## Per task (test splits)", "", "| task | metric | base | fine-tuned |", "| --- | --- | --- | --- |"]
+        for task, task_metrics in tuned["tasks"].items():
+            for name, value in task_metrics.items():
+                if isinstance(value, float):
+                    base_value = base_tasks.get(task, {}).get(name)
+                    shown = "-" if base_value is None else f"{base_value:.4f}"
+                    lines.append(f"| {task} | {name} | {shown} | {value:.4f} |")
         lines.append("")
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += [
