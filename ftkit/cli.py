@@ -14,11 +14,17 @@ USAGE = """usage: ftkit <command> [hydra overrides and flags]
 
 commands:
   train    fine-tune a recipe's base model with LoRA, evaluate base vs fine-tuned, write a run directory
+  eval     score a run's adapter (run=<run dir>) or the base model on a test split with the recipe's metrics
+  predict  predictions as JSONL for JSONL records (input=<file>, or - for stdin; output=<file> or -)
 
   ftkit train --help      config groups, the composed config and examples
   ftkit train --cfg job   print the composed config and stop
+  ftkit eval run=outputs/tickets/2026-11-22/10-00-00 recipe.data.test=more_tickets.jsonl
+  echo '{"text": "pump P-3 seal leaking"}' | ftkit predict run=outputs/tickets/2026-11-22/10-00-00
 """
-COMMANDS = ["train"]
+COMMANDS = ["train", "eval", "predict"]
+# Options of eval/predict that are not config keys, with their defaults.
+COMMAND_OPTIONS = {"eval": {"run": None, "out": None}, "predict": {"run": None, "input": "-", "output": "-"}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,6 +43,9 @@ def run_command(command: str, args: list[str]) -> None:
             f"use one of: {', '.join(COMMANDS)}; {closest(command, COMMANDS)}",
             where="command line",
         )
+    if command in COMMAND_OPTIONS:
+        run_without_training(command, args)
+        return
     flags, overrides = split_args(args)
     overrides = rewrite_trainer_overrides(overrides)
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
@@ -47,6 +56,36 @@ def run_command(command: str, args: list[str]) -> None:
     register_schemas()
     sys.argv = [f"ftkit {command}", *flags, *overrides]
     hydra_train()
+
+
+def run_without_training(command: str, args: list[str]) -> None:
+    """eval / predict: compose (replaying run=<dir>'s overrides), check, then evaluate or predict. No Hydra run dir."""
+    import logging
+
+    options = dict(COMMAND_OPTIONS[command])
+    overrides = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in options:
+            options[key] = value
+        elif arg.startswith("-"):
+            raise FtkitError(
+                f"ftkit {command} takes no flag {arg!r}",
+                f"give {', '.join(f'{k}=' for k in options)} and config overrides (key=value)",
+                where="command line",
+            )
+        else:
+            overrides.append(arg)
+    from ftkit.evaluate import eval_main, predict_main, run_overrides
+
+    cfg = compose(rewrite_trainer_overrides(run_overrides(options["run"]) + overrides))
+    check(cfg)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    if command == "eval":
+        eval_main(cfg, options["run"], options["out"])
+    else:
+        count = predict_main(cfg, options["run"], options["input"], options["output"])
+        logging.getLogger("ftkit").info("wrote %d predictions to %s", count, options["output"])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ftkit.conf", config_name="train")

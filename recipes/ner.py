@@ -215,6 +215,10 @@ class NerRecipe:
         answers = [self.answer(r["entities"]) for r in self.load_split("train") or []]
         return max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers) + 8
 
+    def input_record(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """An unlabelled sentence for `ftkit predict`: its text field (the entities come back as mentions)."""
+        return {"text": require_text(raw, self.cfg.data.text_field, where)}
+
     def predict(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int) -> list[dict]:
         from ftkit.generation import generate
 

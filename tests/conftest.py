@@ -51,12 +51,20 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_ftkit(tmp_path: Path):
     """Run the real `ftkit` console script in tmp_path; returns the CompletedProcess."""
 
-    def run(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: int = 600, stdin: str | None = None
+    ) -> subprocess.CompletedProcess:
         base = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
         full_env = {**base, "FTKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
         ftkit = Path(sys.executable).with_name("ftkit")
         return subprocess.run(
-            [str(ftkit), *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout
+            [str(ftkit), *args],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
         )
 
     return run

@@ -44,7 +44,7 @@ def test_help_lists_groups_and_options(run_ftkit):
     result = run_ftkit("train", "--help")
     assert result.returncode == 0
     for line in (
-        "recipe: tickets",
+        "recipe: multitask, ner, report, sentiment, sft_instruct, tickets",
         "model: smollm2_135m",
         "peft: lora",
         "trainer: default",
