@@ -42,8 +42,8 @@ def write_report(
         plots += _plot_confusion(run_dir, base, finetuned)
     table = summary_table(metrics, recipe.primary_metric)
     (run_dir / "report.md").write_text(_markdown(cfg, metrics, table, plots, run_dir))
-    print(f"\n{table}\nRun directory: {run_dir}\n", flush=True)
-    log.info("Summary\n%s", table)
+    # One log record: Hydra's logging sends it to the console and to train.log alike.
+    log.info("Summary\n%s\nRun directory: %s", table, run_dir)
 
 
 def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned: dict) -> None:
