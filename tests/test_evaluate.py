@@ -95,3 +95,21 @@ def test_predict_input_mistakes_exit_2(run_ftkit, tiny_model, tmp_path, args, st
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("recipe", "line", "key"),
+    [
+        ("sentiment", {"text": "Acme shares jump 12% after record quarter"}, "label"),
+        ("ner", {"text": "The patient has a history of cystic fibrosis ."}, "entities"),
+        ("sft_instruct", {"instruction": "Name a primary colour."}, "generation"),
+        ("report", {"instruction": "Generate a maintenance report", "input": "Motor ID: M-1"}, "generation"),
+    ],
+)
+def test_predict_with_every_recipe(run_ftkit, tiny_model, tmp_path, recipe, line, key):
+    overrides = [o for o in tiny_overrides(tiny_model, tmp_path / "unused") if not o.startswith(("hydra.", "recipe."))]
+    extra = ["recipe.max_new_tokens=4"] if recipe != "sentiment" else []
+    result = run_ftkit("predict", f"recipe={recipe}", *overrides, *extra, stdin=json.dumps(line) + "\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (out,) = [json.loads(text) for text in result.stdout.splitlines() if text.strip()]
+    assert out["input"] == line and key in out["prediction"]
