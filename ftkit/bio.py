@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftkit.data import read_utf8
 from ftkit.errors import FtkitError, closest
 
 Span = tuple[int, int, str]
@@ -45,15 +46,7 @@ def read_conll(path: Path, types: Sequence[str] | None = None) -> list[Sentence]
     token and the last the tag (CoNLL-2003's `token POS chunk tag`). `-DOCSTART-` lines are skipped. With `types`,
     an entity type outside it is an error naming the line.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
-        raise FtkitError(
-            f"the file is not valid UTF-8 (byte 0x{error.object[error.start]:02x})",
-            "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 in > out",
-            where=f"{path}:{line}",
-        ) from None
+    text = read_utf8(path)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []

@@ -62,6 +62,11 @@ def load_conversations(path: Path, fmt: str = "auto") -> tuple[str, list[tuple[s
     return detected, conversations
 
 
+def alpaca_user_turn(instruction: str, extra: str | None) -> str:
+    """The user turn of an alpaca record: the instruction, then its input after a blank line when there is one."""
+    return f"{instruction.strip()}\n\n{extra.strip()}" if extra and extra.strip() else instruction.strip()
+
+
 def to_messages(record: dict[str, Any], fmt: str, where: str, how: str = "set by recipe.format") -> list[Message]:
     """A record of format fmt as a checked conversation; FtkitError (at where) when it does not fit."""
     if fmt == "alpaca":
@@ -71,7 +76,7 @@ def to_messages(record: dict[str, Any], fmt: str, where: str, how: str = "set by
             raise FtkitError(
                 f"field 'input' must be text, got {extra!r}", "make it a string (or leave it out)", where=where
             )
-        user = f"{instruction}\n\n{extra.strip()}" if extra and extra.strip() else instruction
+        user = alpaca_user_turn(instruction, extra)
         messages = [
             {"role": "user", "content": user},
             {"role": "assistant", "content": _text(record, "output", fmt, where, how)},

@@ -34,7 +34,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig
 
-from ftkit.chat_formats import FORMATS, Message, assistant_turns, load_conversations
+from ftkit.chat_formats import FORMATS, Message, alpaca_user_turn, assistant_turns, load_conversations
 from ftkit.data import resolve_path
 from ftkit.errors import FtkitError, closest
 
@@ -134,9 +134,8 @@ class InstructRecipe:
         if isinstance(raw.get("messages"), list) and raw["messages"]:
             messages = [{"role": str(m.get("role")), "content": str(m.get("content"))} for m in raw["messages"]]
         elif isinstance(raw.get("instruction"), str) and raw["instruction"].strip():
-            extra, text = raw.get("input"), raw["instruction"]
-            text = f"{text}\n\n{extra}" if isinstance(extra, str) and extra.strip() else text
-            messages = [{"role": "user", "content": text}]
+            extra = raw.get("input") if isinstance(raw.get("input"), str) else None
+            messages = [{"role": "user", "content": alpaca_user_turn(raw["instruction"], extra)}]
         elif isinstance(raw.get("prompt"), str) and raw["prompt"].strip():
             messages = [{"role": "user", "content": raw["prompt"]}]
         else:
