@@ -53,6 +53,7 @@ def run_command(command: str, args: list[str]) -> None:
         # Compose and check up front so a mistake exits 2 before Hydra creates a run directory.
         # (A sweep's jobs are checked one by one in the task function.)
         check(compose(overrides))
+        check_shared_run_dir(overrides)
     register_schemas()
     sys.argv = [f"ftkit {command}", *flags, *overrides]
     hydra_train()
@@ -88,9 +89,36 @@ def run_without_training(command: str, args: list[str]) -> None:
         logging.getLogger("ftkit").info("wrote %d predictions to %s", count, options["output"])
 
 
+def check_shared_run_dir(overrides: list[str]) -> None:
+    """Ranks started by hand (accelerate launch / torchrun) would each pick a run directory from their own clock."""
+    import os
+
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if ranks > 1 and not any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides):
+        raise FtkitError(
+            f"this is one of {ranks} ranks started by a launcher, and no run directory was given, so each rank "
+            "would write into its own time-stamped directory",
+            "add hydra.run.dir=<dir> to the command (the same for every rank), or let ftkit launch the ranks: "
+            "ftkit train launcher=ddp launcher.num_processes=N",
+            where="hydra.run.dir",
+        )
+
+
 @hydra.main(version_base="1.3", config_path="pkg://ftkit.conf", config_name="train")
 @exit_on_user_error
-def hydra_train(cfg: DictConfig) -> float:
+def hydra_train(cfg: DictConfig) -> float | None:
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from ftkit.launcher import relaunch
+
+    hydra_cfg = HydraConfig.get()
+    returncode = relaunch(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
+    if returncode is not None:  # the ranks (or the SLURM job) did the run
+        if returncode:
+            sys.exit(returncode)
+        return None
     from ftkit.train import main as train_main  # heavy imports (torch, TRL) only once a run really starts
 
     return train_main(cfg)

@@ -35,7 +35,7 @@ class ModelConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"
+    method: str = "lora"  # lora | qlora (4-bit base + LoRA) | dora | none (full fine-tuning)
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0  # dropout on every LoRA input costs ~30% of a CPU training step
@@ -44,11 +44,33 @@ class PeftConfig:
     # so training is cheaper; PEFT's layers_to_transform does the work.
     top_layers: int | None = None
     bias: str = "none"
+    # QLoRA only: how bitsandbytes quantizes the frozen base weights
+    quant_type: str = "nf4"  # nf4 | fp4
+    double_quant: bool = True
+    compute_dtype: str = "float32"  # float32 | bfloat16 | float16 (bfloat16 on GPUs that have it)
 
 
 @dataclass
 class LauncherConfig:
-    name: str = "local"
+    """How `ftkit train` runs: in this process (local), under `accelerate launch`, or as a SLURM job."""
+
+    name: str = "local"  # local | ddp | deepspeed_zero2[_offload] | deepspeed_zero3[_offload] | fsdp | slurm
+    num_processes: int = 1  # processes per machine (per node under slurm): GPUs, or CPU ranks
+    config_file: str | None = None  # accelerate config; None: launch/accelerate/<name or backend>.yaml
+    main_process_port: int | None = None  # None: a free port
+    # slurm only
+    backend: str = "ddp"  # what runs on each node: ddp | deepspeed_zero2[_offload] | deepspeed_zero3[_offload] | fsdp
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem: str | None = None  # e.g. 64G
+    time: str = "01:00:00"
+    partition: str | None = None
+    account: str | None = None
+    job_name: str = "ftkit"
+    env_setup: list[str] = field(default_factory=list)  # shell lines run first, e.g. "source .venv/bin/activate"
+    sbatch_extra: list[str] = field(default_factory=list)  # more #SBATCH options, e.g. "--qos=high"
+    submit: bool = True  # false: only write the sbatch script into the run directory
 
 
 @dataclass
@@ -92,11 +114,16 @@ class FtkitConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    dry_run: bool = False  # print config, launch command, data statistics, parameters and memory; then stop
 
 
 def register_schemas() -> None:
     if not OmegaConf.has_resolver("ftkit_groups"):
         OmegaConf.register_new_resolver("ftkit_groups", config_groups_help)
+    if not OmegaConf.has_resolver("ftkit_log_file"):
+        from ftkit.launcher import log_file_name
+
+        OmegaConf.register_new_resolver("ftkit_log_file", log_file_name)
     store = ConfigStore.instance()
     store.store(name="ftkit_schema", node=FtkitConfig)
     store.store(group="schema/recipe", name="classification", node=ClassificationRecipeConfig)
@@ -317,16 +344,19 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "model.max_length", "model.max_length=512")
     _positive(cfg, "evaluate.batch_size", "evaluate.batch_size=16")
     _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
-    _choice(cfg, "peft.method", ["lora"])
-    _choice(cfg, "launcher.name", ["local"])
+    _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
+    _choice(cfg, "peft.quant_type", ["nf4", "fp4"])
+    _choice(cfg, "peft.compute_dtype", ["float32", "bfloat16", "float16"])
     _choice(cfg, "logger.name", ["none"])
     _check_padding_free(cfg)
     if not 0 <= cfg.peft.dropout < 1:
         raise FtkitError(
             f"peft.dropout is {cfg.peft.dropout}, outside [0, 1)", "use e.g. peft.dropout=0.05", where="peft.dropout"
         )
+    from ftkit.launcher import check_launcher
     from ftkit.recipes import get_recipe_class
 
+    check_launcher(cfg)
     get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
 
 

@@ -6,6 +6,7 @@ linear story below. Each step is a plain function from another ftkit module.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import resource
 from pathlib import Path
@@ -21,6 +22,7 @@ from trl import SFTConfig, SFTTrainer
 from ftkit.config import check
 from ftkit.errors import FtkitError
 from ftkit.evaluate import evaluate
+from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import load_model_and_tokenizer, lora_config
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
@@ -35,18 +37,28 @@ def main(cfg: DictConfig) -> float:
     splits = load_splits(recipe, cfg)
     log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    write_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+    main_rank = is_main_rank()  # under a multi-process launch only rank 0 writes into the run directory
+    if main_rank:
+        write_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
 
-    model, tokenizer = load_model_and_tokenizer(cfg.model)
+    # Trainer arguments before the model: TRL refuses bad settings before anything big loads, and they set up
+    # the process group that a multi-process launch trains in.
+    args = training_arguments(cfg, recipe, run_dir)
+    with whole_model_on_each_rank(args):
+        model, tokenizer = load_model_and_tokenizer(cfg.model)
     base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base") if cfg.evaluate.base else None
 
-    trainer = build_trainer(cfg, recipe, model, tokenizer, splits, run_dir)
+    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits)
     train_stats = train(trainer)
-    trainer.save_model(str(run_dir / "adapter"))  # LoRA weights + adapter_config.json
-    tokenizer.save_pretrained(str(run_dir / "adapter"))
+    log_rank_summary(trainer, train_stats)
+    trainer.save_model(str(run_dir / "adapter"))  # LoRA weights + adapter_config.json (rank 0 writes)
+    if main_rank:
+        tokenizer.save_pretrained(str(run_dir / "adapter"))
 
+    # Every rank evaluates (ZeRO-3 shards need all ranks in each forward); rank 0 writes the results.
     finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], cfg, "finetuned")
-    write_report(run_dir, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history)
+    if main_rank:
+        write_report(run_dir, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history)
     return float(finetuned["metrics"][recipe.primary_metric])
 
 
@@ -81,15 +93,15 @@ class LogToFile(TrainerCallback):
             )
 
 
-def build_trainer(
-    cfg: DictConfig, recipe: Recipe, model: Any, tokenizer: Any, splits: dict[str, list], run_dir: Path
-) -> SFTTrainer:
+def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
     try:
         # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
-        args = SFTConfig(
+        return SFTConfig(
             output_dir=str(run_dir / "checkpoints"),
             report_to="none",
             max_length=cfg.model.max_length,
+            # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
+            use_cpu=not torch.cuda.is_available(),
             **{**recipe.sft_config, **OmegaConf.to_container(cfg.trainer, resolve=True)},
         )
     except (ValueError, TypeError) as error:
@@ -98,6 +110,11 @@ def build_trainer(
             "correct the trainer.* values named above",
             where="trainer",
         ) from None
+
+
+def build_trainer(
+    cfg: DictConfig, args: SFTConfig, recipe: Recipe, model: Any, tokenizer: Any, splits: dict[str, list]
+) -> SFTTrainer:
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
     return SFTTrainer(
@@ -108,6 +125,23 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=lora_config(cfg.peft, model),
         callbacks=[LogToFile()],
+    )
+
+
+def log_rank_summary(trainer: SFTTrainer, stats: dict[str, Any]) -> None:
+    """One line per rank in its own log: steps trained and a digest of its trainable weights (equal under DDP)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(trainer.model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    log.info(
+        "rank %d of %d (%s): trained %d steps; trainable weights sha256 %s",
+        trainer.args.process_index,
+        trainer.args.world_size,
+        trainer.accelerator.distributed_type.value,
+        stats["global_step"],
+        digest.hexdigest()[:16],
     )
 
 

@@ -26,6 +26,10 @@ OWNED_ELSEWHERE = {
     "max_length": "set model.max_length instead",
     "model_init_kwargs": "set model.dtype / model.attn_implementation instead",
     "completion_only_loss": "ftkit always trains on the completion only for recipes with a target",
+    "use_cpu": "ftkit trains on the CPU exactly when no CUDA GPU is present (hide GPUs with CUDA_VISIBLE_DEVICES=)",
+    "deepspeed": "choose a DeepSpeed launcher instead, e.g. launcher=deepspeed_zero2 launcher.num_processes=2",
+    "fsdp": "choose launcher=fsdp instead (its settings: launch/accelerate/fsdp.yaml or launcher.config_file=)",
+    "fsdp_config": "choose launcher=fsdp instead (its settings: launch/accelerate/fsdp.yaml or launcher.config_file=)",
 }
 
 
