@@ -52,8 +52,14 @@ def run_command(command: str, args: list[str]) -> None:
     if not multirun and not INFO_ONLY.intersection(flags):
         # Compose and check up front so a mistake exits 2 before Hydra creates a run directory.
         # (A sweep's jobs are checked one by one in the task function.)
-        check(compose(overrides))
+        cfg = compose(overrides)
+        check(cfg)
         check_shared_run_dir(overrides)
+        if cfg.dry_run:
+            from ftkit.dry_run import dry_run
+
+            dry_run(cfg, overrides)
+            return
     register_schemas()
     sys.argv = [f"ftkit {command}", *flags, *overrides]
     hydra_train()

@@ -226,18 +226,21 @@ def accelerate_command(
     run_dir: Path,
     overrides: list[str],
     machine: dict[str, str] | None = None,
+    write_files: bool = True,
 ) -> list[str]:
     """`accelerate launch ... -m ftkit.cli train <overrides> hydra.run.dir=<run_dir>` for this launcher.
 
     machine: num_machines / machine_rank / main_process_ip / main_process_port for a multi-node launch (SLURM
-    passes shell variables such as $SLURM_NODEID here).
+    passes shell variables such as $SLURM_NODEID here). write_files=False (dry run) names the rendered DeepSpeed
+    config without writing it.
     """
     chosen = backend(cfg)
     config_file = cfg.launcher.config_file or str(launch_files() / "accelerate" / f"{chosen}.yaml")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file]
     command += ["--num_processes", str(world_size(cfg)), "--mixed_precision", mixed_precision(cfg)]
     if chosen.startswith("deepspeed"):
-        command += ["--deepspeed_config_file", str(write_deepspeed_config(cfg, run_dir))]
+        rendered = write_deepspeed_config(cfg, run_dir) if write_files else run_dir / "deepspeed.json"
+        command += ["--deepspeed_config_file", str(rendered)]
     if machine:
         for key, value in machine.items():
             command += [f"--{key}", value]
