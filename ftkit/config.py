@@ -354,8 +354,10 @@ def check(cfg: DictConfig) -> None:
             f"peft.dropout is {cfg.peft.dropout}, outside [0, 1)", "use e.g. peft.dropout=0.05", where="peft.dropout"
         )
     from ftkit.launcher import check_launcher
+    from ftkit.peft_checks import check_peft
     from ftkit.recipes import get_recipe_class
 
+    check_peft(cfg)
     check_launcher(cfg)
     get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
 

@@ -92,7 +92,7 @@ def launch_line(cfg: DictConfig, overrides: list[str]) -> str:
     if cfg.launcher.name == "slurm":
         from ftkit.slurm import render_sbatch
 
-        return f"sbatch {run_dir}/launch.sbatch, with:\n{render_sbatch(cfg, run_dir, user)}"
+        return f"sbatch {run_dir}/launch.sbatch, with:\n{render_sbatch(cfg, run_dir, user, write_files=False)}"
     return shlex.join(accelerate_command(cfg, run_dir, user, write_files=False))
 
 
@@ -150,7 +150,7 @@ def parameter_counts(cfg: DictConfig, config: Any) -> dict[str, int]:
 
     with warnings.catch_warnings():  # peft asks the meta model deprecated questions; not the user's concern
         warnings.simplefilter("ignore", FutureWarning)
-        peft_model = get_peft_model(model, models.lora_config(cfg.peft, model))
+        peft_model = get_peft_model(model, models.adapter_config(cfg.peft, model))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "embedding": model.get_input_embeddings().weight.numel()}
 

@@ -1,5 +1,8 @@
 """Base model and tokenizer: from a local HF folder, a hub id, a GGUF file, or a GGUF inside a Python package.
 
+peft.method picks how the model trains: lora, qlora (the base loaded in 4 bits by bitsandbytes, LoRA on top),
+dora (LoRA with weight decomposition), or none (full fine-tuning). adapter_config() gives SFTTrainer its PEFT config.
+
 transformers de-quantizes a GGUF to full precision but marks the model as GGUF-quantized, and Trainer refuses
 to train such a model. So a GGUF is converted once into a plain safetensors folder in the cache
 ($FTKIT_CACHE, default ~/.cache/ftkit), keyed by the file's content, and that folder is what gets loaded.
@@ -119,20 +122,34 @@ def _file_digest(file: Path) -> str:
     return sha.hexdigest()
 
 
-def load_model_and_tokenizer(cfg: DictConfig) -> tuple[Any, Any]:
-    """The base model (eval mode, on the GPU when there is one) and its tokenizer, ready for SFTTrainer."""
+def load_model_and_tokenizer(
+    cfg: DictConfig, peft: DictConfig | None = None, gradient_checkpointing: bool = False
+) -> tuple[Any, Any]:
+    """The base model (eval mode, on the GPU when there is one) and its tokenizer, ready for SFTTrainer.
+
+    With peft.method=qlora the base loads in 4 bits through bitsandbytes and is prepared for k-bit training;
+    train and eval/predict both load through here, so a run is scored on the same quantized base it trained on.
+    gradient_checkpointing is the trainer's setting (SFTConfig.gradient_checkpointing).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, gguf_file = resolve_source(cfg)
     revision = cfg.revision
     if gguf_file:
+        # QLoRA quantizes this folder's full-precision weights as they load; GGUF's own 4 bits are not reused.
         source, revision = str(gguf_to_folder(source, gguf_file, revision)), None
     dtype: Any = DTYPES.get(cfg.dtype, "auto")
     if dtype == "auto" and not torch.cuda.is_available():
         dtype = torch.float32  # half precision on CPU is slow and only emulated
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
+    quantized = peft is not None and peft.method == "qlora"
+    if quantized:
+        # device_map places the 4-bit weights as they load (a quantized model cannot be moved whole afterwards);
+        # under a multi-process launch each rank takes its own GPU.
+        device: Any = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+        kwargs.update(quantization_config=bnb_config(peft), device_map={"": device})
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, attn_implementation=cfg.attn_implementation, **kwargs
         )
@@ -150,18 +167,68 @@ def load_model_and_tokenizer(cfg: DictConfig) -> tuple[Any, Any]:
             "use an instruct/chat model, or one whose tokenizer_config.json defines chat_template",
             where="model.path",
         )
-    if torch.cuda.is_available():
+    if quantized:
+        model = prepare_4bit(model, gradient_checkpointing)
+    elif torch.cuda.is_available():
         model.to("cuda")
     model.eval()
     return model, tokenizer
 
 
-def lora_config(cfg: DictConfig, model: Any) -> Any:
+def bnb_config(cfg: DictConfig) -> Any:
+    """bitsandbytes 4-bit settings from peft.quant_type / double_quant / compute_dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.quant_type,
+        bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=DTYPES[cfg.compute_dtype],
+    )
+
+
+def prepare_4bit(model: Any, gradient_checkpointing: bool) -> Any:
+    """Freeze the 4-bit base, keep its unquantized weights (norms, embeddings) in float32, and fix a CPU trap."""
+    from peft import prepare_model_for_kbit_training
+
+    # Gradient checkpointing only when the trainer asks for it: it costs ~10% of a CPU step, and Trainer turns
+    # it on itself when trainer.gradient_checkpointing=true (this adds the input-gradient hook it needs).
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    # On CPUs with AVX512-bf16, bitsandbytes 0.50 repacks a layer's weights (bf16 block scales) the first time it
+    # runs without gradients. Measured here: (1) the repacked kernel has no backward, so training after the base
+    # evaluation backpropagates through it wrongly (torch warns "silently incorrect"); (2) it fails on layers
+    # narrower than 64 inputs; (3) it scores differently from the kernel training used, and was slower (2.9 s vs
+    # 1.8 s a forward on SmolLM2-135M). The unpacked kernel is the one training uses: keep it everywhere.
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def adapter_config(cfg: DictConfig, model: Any) -> Any:
+    """The PEFT config for peft.method: LoRA (lora, and qlora on the 4-bit base), DoRA, or None for peft=none."""
+    if cfg.method == "none":
+        return None  # full fine-tuning: SFTTrainer trains every weight
     from peft import LoraConfig
 
     targets = (
         OmegaConf.to_container(cfg.target_modules) if OmegaConf.is_list(cfg.target_modules) else cfg.target_modules
     )
+    head = model.get_output_embeddings()
+    # bitsandbytes' Linear4bit subclasses nn.Linear, so this finds the same layers on a 4-bit base.
+    linear = sorted(
+        {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
+    )
+    if isinstance(targets, list):
+        # PEFT only reports unknown names once it wraps the model, in a long message; name the valid ones here.
+        names = [n for n, _ in model.named_modules()]
+        unknown = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if unknown:
+            raise FtkitError(
+                f"peft.target_modules names {', '.join(map(repr, unknown))}, which the model does not have",
+                f"use names of its linear layers, e.g. peft.target_modules=[{','.join(linear)}], or all-linear",
+                where="peft.target_modules",
+            )
     layers = None
     if cfg.top_layers is not None:
         num_layers = model.config.get_text_config().num_hidden_layers
@@ -175,14 +242,7 @@ def lora_config(cfg: DictConfig, model: Any) -> Any:
         if targets == "all-linear":
             # PEFT takes layers_to_transform only with a list of module names: spell "all-linear" out the way
             # PEFT does (every Linear but the output head).
-            head = model.get_output_embeddings()
-            targets = sorted(
-                {
-                    n.rsplit(".", 1)[-1]
-                    for n, m in model.named_modules()
-                    if isinstance(m, torch.nn.Linear) and m is not head
-                }
-            )
+            targets = linear
     return LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -190,5 +250,6 @@ def lora_config(cfg: DictConfig, model: Any) -> Any:
         target_modules=targets,
         layers_to_transform=layers,
         bias=cfg.bias,
+        use_dora=cfg.method == "dora",  # DoRA: LoRA plus a trained magnitude per output feature
         task_type="CAUSAL_LM",
     )

@@ -73,6 +73,8 @@ def summary_table(metrics: dict[str, Any], primary: str) -> str:
         ("training minutes", "", cell(train["train_minutes"], ".2f")),
         ("training tokens/s", "", cell(train["tokens_per_second"], ".1f")),
         ("peak memory (RSS, MB)", "", cell(train["peak_rss_mb"], ".0f")),
+        # parameters + buffers of the trained model, adapter included (4-bit weights count packed); older runs lack it
+        ("model weights (MB)", "", cell(train.get("weights_mb"), ".1f")),
     ]
     if "peak_gpu_mb" in train:
         rows.append(("peak GPU memory (MB)", "", cell(train["peak_gpu_mb"], ".0f")))
@@ -131,7 +133,8 @@ def _plot_confusion(run_dir: Path, base: dict | None, finetuned: dict) -> list[s
 def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_dir: Path) -> str:
     tuned = metrics["finetuned"]
     lines = [
-        f"# {cfg.recipe.name}: {cfg.model.name} + {cfg.peft.method} (r={cfg.peft.r})",
+        f"# {cfg.recipe.name}: {cfg.model.name} + "
+        + ("full fine-tuning" if cfg.peft.method == "none" else f"{cfg.peft.method} (r={cfg.peft.r})"),
         "",
         f"Run directory: `{run_dir}`. Resolved config: `config.yaml`; command-line overrides: `overrides.yaml`.",
         "",
@@ -169,7 +172,9 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
     lines += [
         "## Files",
         "",
-        "- `adapter/`: LoRA adapter and tokenizer (`PeftModel.from_pretrained(base_model, 'adapter')`)",
+        "- `model/`: the fine-tuned model and tokenizer (`AutoModelForCausalLM.from_pretrained('model')`)"
+        if cfg.peft.method == "none"
+        else f"- `adapter/`: {cfg.peft.method} adapter and tokenizer (`PeftModel.from_pretrained(base, 'adapter')`)",
         "- `metrics.json`: base and fine-tuned metrics, training statistics",
         "- `predictions/`: per-example predictions of the base and fine-tuned models on the test split",
         "- `log_history.json`, `train.log`: the training log; `checkpoints/`: Trainer checkpoints",

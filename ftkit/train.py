@@ -23,7 +23,7 @@ from ftkit.config import check
 from ftkit.errors import FtkitError
 from ftkit.evaluate import evaluate
 from ftkit.launcher import is_main_rank, whole_model_on_each_rank
-from ftkit.models import load_model_and_tokenizer, lora_config
+from ftkit.models import adapter_config, load_model_and_tokenizer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
 from ftkit.trl_patches import score_only_labelled_positions_on_cpu
@@ -45,15 +45,17 @@ def main(cfg: DictConfig) -> float:
     # the process group that a multi-process launch trains in.
     args = training_arguments(cfg, recipe, run_dir)
     with whole_model_on_each_rank(args):
-        model, tokenizer = load_model_and_tokenizer(cfg.model)
+        model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
     base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base") if cfg.evaluate.base else None
 
     trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits)
     train_stats = train(trainer)
     log_rank_summary(trainer, train_stats)
-    trainer.save_model(str(run_dir / "adapter"))  # LoRA weights + adapter_config.json (rank 0 writes)
+    # LoRA/DoRA weights + adapter_config.json, or the whole model for peft=none (save_model: rank 0 writes)
+    saved = run_dir / ("model" if cfg.peft.method == "none" else "adapter")
+    trainer.save_model(str(saved))
     if main_rank:
-        tokenizer.save_pretrained(str(run_dir / "adapter"))
+        tokenizer.save_pretrained(str(saved))
 
     # Every rank evaluates (ZeRO-3 shards need all ranks in each forward); rank 0 writes the results.
     finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], cfg, "finetuned")
@@ -123,7 +125,7 @@ def build_trainer(
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
         eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
         processing_class=tokenizer,
-        peft_config=lora_config(cfg.peft, model),
+        peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
         callbacks=[LogToFile()],
     )
 
@@ -158,6 +160,7 @@ def train(trainer: SFTTrainer) -> dict[str, Any]:
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "peak_rss_mb": peak_mb,
+        "weights_mb": trainer.model.get_memory_footprint() / 2**20,  # parameters + buffers, 4-bit ones packed
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     }
     if torch.cuda.is_available():

@@ -71,13 +71,21 @@ def test_top_layers_adapts_only_the_last_layers(tiny_model):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftkit.models import lora_config
+    from ftkit.models import adapter_config
 
     peft_cfg = OmegaConf.create(
-        {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear", "top_layers": 1, "bias": "none"}
+        {
+            "method": "lora",
+            "r": 4,
+            "alpha": 8,
+            "dropout": 0.0,
+            "target_modules": "all-linear",
+            "top_layers": 1,
+            "bias": "none",
+        }
     )
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    adapted = get_peft_model(model, lora_config(peft_cfg, model))
+    adapted = get_peft_model(model, adapter_config(peft_cfg, model))
     names = [n for n, p in adapted.named_parameters() if p.requires_grad]
     assert names and all(".layers.1." in n for n in names)
     # "all-linear" spelt out: every projection of the adapted layer, never the output head.
@@ -93,4 +101,4 @@ def test_top_layers_adapts_only_the_last_layers(tiny_model):
 
     too_many = OmegaConf.merge(peft_cfg, {"top_layers": 3})
     with pytest.raises(FtkitError, match="only 2 layers"):
-        lora_config(too_many, AutoModelForCausalLM.from_pretrained(tiny_model))
+        adapter_config(too_many, AutoModelForCausalLM.from_pretrained(tiny_model))

@@ -1,0 +1,75 @@
+"""Checks of peft.* that run before anything loads (config.check calls check_peft).
+
+Each catches a setting that bitsandbytes, PEFT or Trainer would only refuse, or quietly get wrong, after the model
+has loaded. Light on purpose: torch is imported only for a check that needs to know whether there is a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from omegaconf import DictConfig
+
+from ftkit.errors import FtkitError
+
+BIASES = ["none", "all", "lora_only"]  # PEFT's LoraConfig.bias choices
+
+
+def check_peft(cfg: DictConfig) -> None:
+    peft, method = cfg.peft, cfg.peft.method
+    if method == "none":
+        _check_full_fine_tuning(cfg)
+        return
+    if peft.bias not in BIASES:
+        raise FtkitError(
+            f"peft.bias={peft.bias!r} is not a PEFT bias mode (PEFT would refuse it once the model has loaded)",
+            f"use one of {', '.join(BIASES)}, e.g. peft.bias=none",
+            where="peft.bias",
+        )
+    targets = peft.target_modules
+    if targets is None or (not isinstance(targets, str) and len(targets) == 0) or targets == "":
+        raise FtkitError(
+            "peft.target_modules is empty, so LoRA would adapt no layer",
+            "use peft.target_modules=all-linear, or a list of layer names, e.g. peft.target_modules=[q_proj,v_proj]",
+            where="peft.target_modules",
+        )
+    if method == "qlora":
+        _check_qlora(cfg)
+
+
+def _check_full_fine_tuning(cfg: DictConfig) -> None:
+    if cfg.peft.top_layers is not None:
+        raise FtkitError(
+            f"peft.top_layers={cfg.peft.top_layers} picks the layers that get LoRA adapters, but peft=none trains "
+            "every weight of the model",
+            "drop it (peft.top_layers=null) for full fine-tuning, or use peft=lora peft.top_layers=N",
+            where="peft.top_layers",
+        )
+    if cfg.model.dtype == "float16":
+        raise FtkitError(
+            "peft=none with model.dtype=float16 trains float16 weights directly: small AdamW updates round away, "
+            "and trainer.fp16 mixed precision refuses float16 weights ('Attempting to unscale FP16 gradients')",
+            "load float32 weights (model.dtype=float32, with trainer.fp16=true or trainer.bf16=true on a GPU for "
+            "speed), or model.dtype=bfloat16",
+            where="model.dtype",
+        )
+
+
+def _check_qlora(cfg: DictConfig) -> None:
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise FtkitError(
+            "peft=qlora loads the base model in 4 bits with bitsandbytes, which is not installed",
+            "install it (pip install bitsandbytes), or use peft=lora",
+            where="peft",
+        )
+    if cfg.model.dtype == "float16":
+        import torch  # only here: most configs never reach this check
+
+        if not torch.cuda.is_available():
+            raise FtkitError(
+                "peft=qlora with model.dtype=float16 on a machine without a GPU: float16 is only emulated on CPU, and "
+                "QLoRA's preparation casts the unquantized weights (embeddings, norms) back to float32 anyway, so "
+                "float16 would only round them",
+                "use model.dtype=auto (float32 on CPU); the 4-bit layers compute in peft.compute_dtype",
+                where="model.dtype",
+            )
