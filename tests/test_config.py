@@ -46,9 +46,10 @@ def test_help_lists_groups_and_options(run_ftkit):
     for line in (
         "recipe: multitask, ner, report, sentiment, sft_instruct, tickets",
         "model: smollm2_135m",
-        "peft: lora",
+        "peft: dora, lora, none, qlora",
         "trainer: default",
-        "launcher: local",
+        "launcher: ddp, deepspeed_zero2, deepspeed_zero2_offload, deepspeed_zero3, deepspeed_zero3_offload, fsdp, "
+        "local, slurm",
         "logger: none",
     ):
         assert line in result.stdout
