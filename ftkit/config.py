@@ -44,6 +44,9 @@ class PeftConfig:
     # so training is cheaper; PEFT's layers_to_transform does the work.
     top_layers: int | None = None
     bias: str = "none"
+    # LoRA+ (PEFT's create_loraplus_optimizer): the B matrices learn this many times faster than the A matrices
+    # (None: one learning rate for both)
+    loraplus_lr_ratio: float | None = None
     # QLoRA only: how bitsandbytes quantizes the frozen base weights
     quant_type: str = "nf4"  # nf4 | fp4
     double_quant: bool = True
@@ -341,6 +344,7 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "trainer.gradient_accumulation_steps", "trainer.gradient_accumulation_steps=1")
     _positive(cfg, "peft.r", "peft.r=16")
     _positive(cfg, "peft.top_layers", "peft.top_layers=15")
+    _positive(cfg, "peft.loraplus_lr_ratio", "peft.loraplus_lr_ratio=16")
     _positive(cfg, "model.max_length", "model.max_length=512")
     _positive(cfg, "evaluate.batch_size", "evaluate.batch_size=16")
     _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])

@@ -45,6 +45,13 @@ def _check_full_fine_tuning(cfg: DictConfig) -> None:
             "drop it (peft.top_layers=null) for full fine-tuning, or use peft=lora peft.top_layers=N",
             where="peft.top_layers",
         )
+    if cfg.peft.get("loraplus_lr_ratio") is not None:
+        raise FtkitError(
+            f"peft.loraplus_lr_ratio={cfg.peft.loraplus_lr_ratio} sets a learning rate for LoRA's B matrices, but "
+            "peft=none trains every weight of the model and has no LoRA matrices",
+            "drop it (peft.loraplus_lr_ratio=null) for full fine-tuning, or use peft=lora",
+            where="peft.loraplus_lr_ratio",
+        )
     if cfg.model.dtype == "float16":
         raise FtkitError(
             "peft=none with model.dtype=float16 trains float16 weights directly: small AdamW updates round away, "

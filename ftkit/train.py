@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import resource
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,9 @@ def build_trainer(
 ) -> SFTTrainer:
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
-    return SFTTrainer(
+    ratio = cfg.peft.get("loraplus_lr_ratio")
+    trainer_class = partial(LoraPlusSFTTrainer, loraplus_lr_ratio=ratio) if ratio else SFTTrainer
+    return trainer_class(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
@@ -128,6 +131,31 @@ def build_trainer(
         peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
         callbacks=[LogToFile()],
     )
+
+
+class LoraPlusSFTTrainer(SFTTrainer):
+    """SFTTrainer whose optimizer gives LoRA's B matrices a larger learning rate (LoRA+, PEFT's optimizer).
+
+    Built in create_optimizer, as Trainer builds its own, so DeepSpeed and FSDP still wrap it the usual way.
+    """
+
+    def __init__(self, *args: Any, loraplus_lr_ratio: float, **kwargs: Any) -> None:
+        self.loraplus_lr_ratio = loraplus_lr_ratio
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.optimizer is None:
+            from peft.optimizers import create_loraplus_optimizer
+
+            optimizer_class, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer = create_loraplus_optimizer(
+                self.model,
+                optimizer_class,
+                loraplus_lr_ratio=self.loraplus_lr_ratio,
+                loraplus_weight_decay=self.args.weight_decay,
+                **kwargs,
+            )
+        return self.optimizer
 
 
 def log_rank_summary(trainer: SFTTrainer, stats: dict[str, Any]) -> None:

@@ -116,6 +116,8 @@ def test_full_fine_tuning_saves_the_model_and_eval_reproduces_it(run_ftkit, tiny
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="float16 is a fine QLoRA base on a GPU"),
         ),
         (["peft=dora", "peft.bias=everything"], ["peft.bias", "lora_only"]),
+        (["peft=none", "peft.loraplus_lr_ratio=16"], ["peft.loraplus_lr_ratio", "peft=none trains every weight"]),
+        (["peft.loraplus_lr_ratio=-2"], ["peft.loraplus_lr_ratio must be a positive number"]),
         (["peft=qlora", "peft.target_modules=[]"], ["peft.target_modules is empty", "all-linear"]),
     ],
 )
@@ -150,3 +152,24 @@ def test_adapter_config_per_method(tiny_model):
     assert adapter_config(compose(["peft=none"]).peft, model) is None
     top = adapter_config(OmegaConf.merge(peft, {"top_layers": 1}), model)
     assert top.use_dora is True and top.layers_to_transform == [1]
+
+
+def test_loraplus_gives_b_matrices_the_larger_learning_rate(tiny_model, tmp_path):
+    from ftkit.models import load_model_and_tokenizer
+    from ftkit.recipes import get_recipe_class
+    from ftkit.train import build_trainer, load_splits, training_arguments
+
+    overrides = tiny_overrides(tiny_model, tmp_path / "run", "peft.loraplus_lr_ratio=8", "trainer.learning_rate=1e-3")
+    cfg = compose([o for o in overrides if not o.startswith("hydra.")])
+    recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+    splits = load_splits(recipe, cfg)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft)
+    trainer = build_trainer(cfg, training_arguments(cfg, recipe, tmp_path), recipe, model, tokenizer, splits)
+    optimizer = trainer.create_optimizer()
+
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    trained = {name: p for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(map(id, trained.values())) == set(lr_of)  # every trainable weight is optimized, nothing else
+    for name, param in trained.items():
+        assert lr_of[id(param)] == pytest.approx(8e-3 if "lora_B" in name else 1e-3), name
+    assert any("lora_B" in name for name in trained) and any("lora_A" in name for name in trained)
