@@ -31,6 +31,7 @@ def score_only_labelled_positions_on_cpu() -> bool:
         return device.type == "cpu" or original(device)
 
     compact_on_cpu.ftkit_patched = True  # type: ignore[attr-defined]
+    compact_on_cpu.ftkit_original = original  # type: ignore[attr-defined]  # lets a test compare with TRL's own path
     # Only trl.trainer.utils' name is rebound: the kernels module keeps its own reference, so CPU still runs
     # the plain-torch tiles, just on fewer rows.
     trl_utils._use_triton = compact_on_cpu

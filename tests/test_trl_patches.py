@@ -41,7 +41,11 @@ def test_compact_lm_head_matches_trl_default(tiny_model, monkeypatch):
             return original.apply(hidden, *args)
 
     monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
-    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undo the patch after the test
+    # An earlier in-process training run may have patched the hook already: start from TRL's own, and let
+    # monkeypatch put back whatever was there after the test.
+    trl_own = getattr(trl_utils._use_triton, "ftkit_original", trl_utils._use_triton)
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_own)
+    assert not trl_utils._use_triton(torch.device("cpu"))
 
     default = loss_and_grads(tiny_model, input_ids, labels)
     assert score_only_labelled_positions_on_cpu()
