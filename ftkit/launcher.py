@@ -102,8 +102,19 @@ def check_launcher(cfg: DictConfig) -> None:
             f"peft=qlora cannot run under {chosen}: ZeRO-3 partitions every parameter across ranks, and bitsandbytes "
             "4-bit weights are packed integer tensors with their quantization state beside them, which ZeRO-3 "
             "cannot shard or gather (the load fails or the weights come back wrong)",
-            "use launcher=deepspeed_zero2 (shards optimizer state and gradients, keeps the 4-bit weights whole), "
-            "launcher=fsdp, or launcher=ddp; or keep ZeRO-3 with peft=lora",
+            "use launcher=deepspeed_zero2 (shards optimizer state and gradients, keeps the 4-bit weights whole) "
+            "or launcher=ddp; or keep ZeRO-3 with peft=lora",
+            where="peft",
+        )
+    if cfg.peft.method == "qlora" and chosen == "fsdp":
+        # Refused rather than guessed: sharding 4-bit weights needs bnb_4bit_quant_storage equal to the training
+        # dtype and a load without device_map, a path no GPU here could verify.
+        raise FtkitError(
+            "peft=qlora with launcher=fsdp is not supported yet: FSDP would shard bitsandbytes' packed 4-bit weights, "
+            "which needs them stored in the training dtype (bnb_4bit_quant_storage) and loaded without a device map, "
+            "and ftkit does not set that up",
+            "use launcher=ddp or launcher=deepspeed_zero2 with peft=qlora (each GPU holds the whole 4-bit base), or "
+            "launcher=fsdp with peft=lora",
             where="peft",
         )
     if chosen.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:

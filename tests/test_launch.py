@@ -95,7 +95,8 @@ def test_rendered_deepspeed_configs_load_in_deepspeed(stage, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "env", "fragments"),
     [
-        (["peft.method=qlora", "launcher=deepspeed_zero3"], {}, ["ZeRO-3", "deepspeed_zero2", "fsdp"]),
+        (["peft.method=qlora", "launcher=deepspeed_zero3"], {}, ["ZeRO-3", "deepspeed_zero2", "launcher=ddp"]),
+        (["peft.method=qlora", "launcher=fsdp"], {}, ["not supported yet", "bnb_4bit_quant_storage", "peft=lora"]),
         (
             ["launcher=ddp", "launcher.name=slurm", "launcher.backend=deepspeed_zero3", "peft.method=qlora"],
             {},
