@@ -79,6 +79,7 @@ def tiny_overrides(model: Path, run_dir: Path, *extra: str) -> list[str]:
         "recipe.data.max_train_examples=48",
         "evaluate.max_examples=24",
         "trainer.per_device_train_batch_size=8",
+        "trainer.num_train_epochs=1",
         "trainer.logging_steps=2",
         f"hydra.run.dir={run_dir}",
         *extra,
