@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from ftkit.config import INFO_ONLY, check, compose, register_schemas, rewrite_trainer_overrides, split_args
 from ftkit.errors import FtkitError, closest, exit_on_user_error
+from ftkit.sweep import register_resolvers
 
 USAGE = """usage: ftkit <command> [hydra overrides and flags]
 
@@ -61,6 +63,7 @@ def run_command(command: str, args: list[str]) -> None:
             dry_run(cfg, overrides)
             return
     register_schemas()
+    register_resolvers()
     sys.argv = [f"ftkit {command}", *flags, *overrides]
     hydra_train()
 
@@ -113,21 +116,49 @@ def check_shared_run_dir(overrides: list[str]) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://ftkit.conf", config_name="train")
 @exit_on_user_error
 def hydra_train(cfg: DictConfig) -> float | None:
-    from pathlib import Path
-
     from hydra.core.hydra_config import HydraConfig
-
-    from ftkit.launcher import relaunch
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    returncode = relaunch(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
-    if returncode is not None:  # the ranks (or the SLURM job) did the run
+    run_dir, overrides = Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        returncode = train_here_or_launch(cfg, run_dir, overrides)
         if returncode:
             sys.exit(returncode)
         return None
+
+    from ftkit.sweep import outcome, run_job
+
+    def job() -> dict:
+        if cfg.launcher.name == "slurm":
+            raise FtkitError(
+                "launcher=slurm submits a batch job and returns at once, so a sweep could not wait for its result",
+                "use hydra/launcher=slurm_jobs (one SLURM job per sweep job, same launcher.* resources)",
+                where="launcher",
+            )
+        # The objective is the validation metric: have this process, or the launched ranks, score it.
+        extra = [] if cfg.evaluate.validation is not None else ["evaluate.validation=true"]
+        with open_dict(cfg):
+            cfg.evaluate.validation = True if extra else cfg.evaluate.validation
+        returncode = train_here_or_launch(cfg, run_dir, overrides + extra)
+        if returncode:
+            raise RuntimeError(f"the launched run exited with code {returncode}; see {run_dir}/train*.log")
+        return outcome(run_dir)
+
+    return run_job(job, run_dir, overrides)  # the sweeper's objective; a failed job is a row, not the end
+
+
+def train_here_or_launch(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> int:
+    """Train in this process, or have the launcher's ranks (or the SLURM job) do it; 0 when it went well."""
+    from ftkit.launcher import relaunch
+
+    returncode = relaunch(cfg, run_dir, overrides)
+    if returncode is not None:  # the ranks (or the SLURM job) did the run
+        return returncode
     from ftkit.train import main as train_main  # heavy imports (torch, TRL) only once a run really starts
 
-    return train_main(cfg)
+    train_main(cfg)
+    return 0
 
 
 if __name__ == "__main__":

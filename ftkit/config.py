@@ -78,7 +78,13 @@ class LauncherConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    name: str = "none"  # none | wandb | tensorboard (ftkit.tracking)
+    project: str = "ftkit"  # wandb only, as the rest
+    entity: str | None = None
+    group: str | None = None  # None: the sweep directory under -m
+    run_name: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "auto"  # auto | online | offline | disabled
 
 
 @dataclass
@@ -86,6 +92,7 @@ class EvaluateConfig:
     base: bool = True  # also score the base model, for the before/after comparison
     batch_size: int = 16
     max_examples: int | None = None  # cap the test split (quick looks); None scores all of it
+    validation: bool | None = None  # also score the validation split (a sweep's objective); None: only in sweeps
 
 
 @dataclass
@@ -144,8 +151,14 @@ def config_groups_help() -> str:
 
     root = resources.files(CONFIG_MODULE)
     lines = []
-    for group in sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")):
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_") and p.name != "hydra"]
+    folders += [f"hydra/{p.name}" for p in root.joinpath("hydra").iterdir() if p.is_dir()]
+    for group in sorted(folders):
         options = sorted(p.name[: -len(".yaml")] for p in root.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+        if group.startswith("hydra/"):  # ftkit's presets beside the plugins' own options
+            options += {"hydra/sweeper": ["basic", "optuna"], "hydra/launcher": ["basic", "joblib", "submitit_slurm"]}[
+                group
+            ]
         lines.append(f"{group}: {', '.join(options)}")
     return "\n".join(lines)
 
@@ -351,7 +364,6 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
     _choice(cfg, "peft.quant_type", ["nf4", "fp4"])
     _choice(cfg, "peft.compute_dtype", ["float32", "bfloat16", "float16"])
-    _choice(cfg, "logger.name", ["none"])
     _check_padding_free(cfg)
     if not 0 <= cfg.peft.dropout < 1:
         raise FtkitError(
@@ -360,8 +372,10 @@ def check(cfg: DictConfig) -> None:
     from ftkit.launcher import check_launcher
     from ftkit.peft_checks import check_peft
     from ftkit.recipes import get_recipe_class
+    from ftkit.tracking import check_logger
 
     check_peft(cfg)
+    check_logger(cfg)
     check_launcher(cfg)
     get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
 

@@ -102,7 +102,7 @@ def evaluate(
     seconds = time.perf_counter() - started
     metrics = recipe.score(predictions, records)
     log.info(
-        "%s model: %s=%.4f on %d test examples (%.1f s)",
+        "%s: %s=%.4f on %d examples (%.1f s)",
         which,
         recipe.primary_metric,
         metrics[recipe.primary_metric],

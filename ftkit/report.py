@@ -26,12 +26,16 @@ def write_report(
     finetuned: dict[str, Any],
     train_stats: dict[str, Any],
     log_history: list[dict[str, Any]],
-) -> None:
+    validation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write metrics.json, predictions, plots and report.md; return the metrics written."""
     metrics = {
         "base": base["metrics"] if base else None,
         "finetuned": finetuned["metrics"],
+        "validation": validation["metrics"] if validation else None,  # fine-tuned model; scored in sweeps
         "train": train_stats,
         "primary_metric": recipe.primary_metric,
+        "greater_is_better": recipe.greater_is_better,
         "evaluation_seconds": {"base": base["seconds"] if base else None, "finetuned": finetuned["seconds"]},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -44,6 +48,7 @@ def write_report(
     (run_dir / "report.md").write_text(_markdown(cfg, metrics, table, plots, run_dir))
     # One log record: Hydra's logging sends it to the console and to train.log alike.
     log.info("Summary\n%s\nRun directory: %s", table, run_dir)
+    return metrics
 
 
 def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned: dict) -> None:

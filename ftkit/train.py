@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from ftkit import tracking
 from ftkit.config import check
 from ftkit.errors import FtkitError
 from ftkit.evaluate import evaluate
@@ -27,12 +28,13 @@ from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import adapter_config, load_model_and_tokenizer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
+from ftkit.sweep import in_sweep, sweep_group
 from ftkit.trl_patches import score_only_labelled_positions_on_cpu
 
 log = logging.getLogger("ftkit")
 
 
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> None:
     check(cfg)
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
     splits = load_splits(recipe, cfg)
@@ -47,8 +49,9 @@ def main(cfg: DictConfig) -> float:
     args = training_arguments(cfg, recipe, run_dir)
     with whole_model_on_each_rank(args):
         model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
-    base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base") if cfg.evaluate.base else None
+    base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base model, test") if cfg.evaluate.base else None
 
+    tracker = tracking.start(cfg, run_dir, sweep_group()) if main_rank else None  # Trainer's callback logs into it
     trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits)
     train_stats = train(trainer)
     log_rank_summary(trainer, train_stats)
@@ -59,10 +62,18 @@ def main(cfg: DictConfig) -> float:
         tokenizer.save_pretrained(str(saved))
 
     # Every rank evaluates (ZeRO-3 shards need all ranks in each forward); rank 0 writes the results.
-    finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], cfg, "finetuned")
+    finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], cfg, "fine-tuned model, test")
+    # A sweep's objective is the validation metric (choosing by the test split would over-fit it); a Hydra sweep
+    # sets evaluate.validation=true itself, a W&B sweep agent's run is recognised here.
+    score_validation = cfg.evaluate.validation if cfg.evaluate.validation is not None else in_sweep()
+    validation = None
+    if score_validation and "validation" in splits:
+        validation = evaluate(recipe, trainer.model, tokenizer, splits["validation"], cfg, "fine-tuned, validation")
     if main_rank:
-        write_report(run_dir, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history)
-    return float(finetuned["metrics"][recipe.primary_metric])
+        metrics = write_report(
+            run_dir, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history, validation
+        )
+        tracking.finish(cfg, tracker, run_dir, metrics, recipe.primary_metric)
 
 
 def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
@@ -101,7 +112,7 @@ def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTCon
         # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
         return SFTConfig(
             output_dir=str(run_dir / "checkpoints"),
-            report_to="none",
+            report_to=tracking.report_to(cfg),
             max_length=cfg.model.max_length,
             # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
             use_cpu=not torch.cuda.is_available(),

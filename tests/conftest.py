@@ -6,12 +6,15 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+START_SLURM = REPO / "tests" / "slurm" / "start_slurm.sh"
+CANNOT_HOST_SLURM = 3  # start_slurm.sh's exit code when this machine cannot run SLURM (not root, no apt)
 
 
 def smollm2_folder() -> str:
@@ -84,3 +87,15 @@ def tiny_overrides(model: Path, run_dir: Path, *extra: str) -> list[str]:
         f"hydra.run.dir={run_dir}",
         *extra,
     ]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """SLURM on this machine (start_slurm.sh; installs slurm-wlm once); skips only where it cannot run here."""
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(START_SLURM)], capture_output=True, text=True, timeout=900)
+    said = (result.stdout + result.stderr).strip()
+    print(f"\n{said}\n(start_slurm.sh took {time.monotonic() - started:.0f} s)")
+    if result.returncode == CANNOT_HOST_SLURM:
+        pytest.skip(f"no SLURM on this machine: {said}")
+    assert result.returncode == 0, f"start_slurm.sh failed (exit {result.returncode}):\n{said}"

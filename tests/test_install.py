@@ -17,7 +17,8 @@ def test_wheel_install_composes_and_finds_bundled_data(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
     code = (
         "import ftkit, ftkit.conf; from ftkit.config import compose, check; from ftkit.recipes import get_recipe_class;"
-        "cfg = compose(['peft.r=4']); check(cfg);"
+        "cfg = compose(['peft.r=4', 'logger=wandb', 'hydra/sweeper=lora_search', 'hydra/launcher=slurm_jobs']);"
+        "check(cfg);"
         "recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe);"
         "print(ftkit.conf.__file__); print(len(recipe.load_split('test')), cfg.peft.r)"
     )

@@ -19,10 +19,8 @@ import pytest
 from ftkit.config import compose
 from ftkit.launcher import accelerate_command
 from ftkit.slurm import render_sbatch
-from tests.conftest import REPO, tiny_overrides
+from tests.conftest import tiny_overrides
 
-START_SLURM = REPO / "tests" / "slurm" / "start_slurm.sh"
-CANNOT_HOST_SLURM = 3  # start_slurm.sh's exit code when this machine cannot run SLURM (not root, no apt)
 # A Hydra-quoted value with a quote, a variable, a command substitution and a `;`: it must reach the ranks as is.
 TRICKY = """recipe.system_prompt="It's $HOME; `date` & $(id)" """.strip()
 RANK_LINE = re.compile(r"rank (\d) of (\d) \((\w+)\): trained (\d+) steps; trainable weights sha256 (\w+)")
@@ -206,18 +204,6 @@ def test_sbatch_answer(run_ftkit, tiny_model, tmp_path, body, returncode, expect
 # --------------------------------------------------------------------------------------------------------
 # A real SLURM job
 # --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    """SLURM on this machine (start_slurm.sh; installs slurm-wlm once); skips only where it cannot run here."""
-    started = time.monotonic()
-    result = subprocess.run(["bash", str(START_SLURM)], capture_output=True, text=True, timeout=900)
-    said = (result.stdout + result.stderr).strip()
-    print(f"\n{said}\n(start_slurm.sh took {time.monotonic() - started:.0f} s)")
-    if result.returncode == CANNOT_HOST_SLURM:
-        pytest.skip(f"no SLURM on this machine: {said}")
-    assert result.returncode == 0, f"start_slurm.sh failed (exit {result.returncode}):\n{said}"
 
 
 def wait_for_job(job_id: str, timeout: float) -> dict[str, str]:
