@@ -79,11 +79,12 @@ def test_launch_files_work_with_accelerate_launch_directly(tiny_model, tmp_path)
 def test_rendered_deepspeed_configs_load_in_deepspeed(stage, tmp_path):
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    cfg = compose([f"launcher=deepspeed_{stage}", "trainer.gradient_accumulation_steps=4", "trainer.bf16=true"])
+    settings = ["trainer.per_device_train_batch_size=3", "trainer.gradient_accumulation_steps=4", "trainer.bf16=true"]
+    cfg = compose([f"launcher=deepspeed_{stage}", *settings])
     path = write_deepspeed_config(cfg, tmp_path)
     loaded = DeepSpeedConfig(str(path))
     assert loaded.zero_optimization_stage == int(stage[4])
-    assert loaded.train_micro_batch_size_per_gpu == 2 and loaded.gradient_accumulation_steps == 4
+    assert loaded.train_micro_batch_size_per_gpu == 3 and loaded.gradient_accumulation_steps == 4
     assert loaded.bfloat16_config.enabled and not loaded.float16_config.enabled
     assert ("offload" in stage) == (loaded.zero_config.offload_optimizer is not None)
     # The templates keep "auto" for the user's own accelerate launch, and nothing else is left to fill.
