@@ -138,7 +138,16 @@ class ClassificationRecipe:
                     f"{self.labels[0]}, ...}}",
                     where=where,
                 )
-            label = require_text(record, field, where).strip()
+            label = require_text(record, field, where)
+            # A label that differs from a known one only in case or surrounding spaces is refused, not normalised:
+            # silently merging them would hide a data bug (and "neutral " may be a different export's label).
+            near = [known for known in self.labels if known.casefold() == label.strip().casefold()]
+            if label not in self.labels and near:
+                raise FtkitError(
+                    f"label {label!r} differs from {near[0]!r} of recipe.labels only in case or surrounding spaces",
+                    f"write it exactly as {near[0]!r} (or add {label!r} to recipe.labels if it is a class of its own)",
+                    where=where,
+                )
             if label not in self.labels:
                 mapping = ", or map raw values to labels with recipe.label_map" if "label_map" in self.cfg else ""
                 raise FtkitError(

@@ -57,6 +57,7 @@ def run_command(command: str, args: list[str]) -> None:
         cfg = compose(overrides)
         check(cfg)
         check_shared_run_dir(overrides)
+        refuse_existing_run_dir(overrides)
         if cfg.dry_run:
             from ftkit.dry_run import dry_run
 
@@ -109,6 +110,22 @@ def check_shared_run_dir(overrides: list[str]) -> None:
             "would write into its own time-stamped directory",
             "add hydra.run.dir=<dir> to the command (the same for every rank), or let ftkit launch the ranks: "
             "ftkit train launcher=ddp launcher.num_processes=N",
+            where="hydra.run.dir",
+        )
+
+
+def refuse_existing_run_dir(overrides: list[str]) -> None:
+    """ftkit never writes into a finished (or started) run's directory: a new run gets a new one."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks of one launched run share the launcher's directory
+        return
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra.run.dir=")]
+    run_dir = Path(given[-1]).expanduser() if given else None
+    if run_dir is not None and any((run_dir / name).exists() for name in ("config.yaml", "metrics.json")):
+        raise FtkitError(
+            f"{run_dir} already holds a run (its config.yaml or metrics.json), and ftkit does not write into it",
+            "give hydra.run.dir a new directory, or leave it out for a fresh time-stamped one",
             where="hydra.run.dir",
         )
 

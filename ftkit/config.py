@@ -360,6 +360,8 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "peft.loraplus_lr_ratio", "peft.loraplus_lr_ratio=16")
     _positive(cfg, "model.max_length", "model.max_length=512")
     _positive(cfg, "evaluate.batch_size", "evaluate.batch_size=16")
+    _positive(cfg, "evaluate.max_examples", "evaluate.max_examples=100 (or null for the whole test split)")
+    _positive(cfg, "recipe.data.max_train_examples", "recipe.data.max_train_examples=500 (or null for all)")
     _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
     _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
     _choice(cfg, "peft.quant_type", ["nf4", "fp4"])

@@ -38,12 +38,6 @@ def check_logger(cfg: DictConfig) -> None:
             f"use one of {', '.join(WANDB_MODES)} (auto: online with credentials, offline without)",
             where="logger.mode",
         )
-    if "report_to" in cfg.trainer:
-        raise FtkitError(
-            "trainer.report_to is set, but ftkit chooses Trainer's loggers from the logger group",
-            "drop trainer.report_to and pick logger=wandb, logger=tensorboard or logger=none",
-            where="trainer.report_to",
-        )
 
 
 def report_to(cfg: DictConfig) -> str:
