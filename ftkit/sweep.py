@@ -157,7 +157,7 @@ def write_leaderboard(sweep_dir: Path) -> Path | None:
         [
             str(rank) if row.get("status") == "ok" else "-",
             str(row["job"]),
-            " ".join(o for o in row.get("overrides", []) if o not in shared),
+            " ".join(o.lstrip("+") for o in row.get("overrides", []) if o not in shared),  # as typed, less ftkit's ++
             _number(row.get("objective")),
             _number(row.get("test")),
             _number(row.get("runtime_minutes"), ".2f"),
@@ -169,7 +169,7 @@ def write_leaderboard(sweep_dir: Path) -> Path | None:
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *table])
     _write_atomically(sweep_dir / "leaderboard.csv", buffer.getvalue())
-    common = " ".join(o for o in rows[0].get("overrides", []) if o in shared)
+    common = " ".join(o.lstrip("+") for o in rows[0].get("overrides", []) if o in shared)
     lines = [f"# Sweep {sweep_dir}", "", f"Every job: `{common or '(no shared overrides)'}`", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
@@ -207,6 +207,6 @@ class Leaderboard(Callback):
         summary = f"Leaderboard: {path} ({len(rows)} jobs, {failed} failed)"
         if best:
             shared = set.intersection(*(set(r.get("overrides", [])) for r in rows))
-            varied = " ".join(o for o in best["overrides"] if o not in shared) or "(no varied overrides)"
+            varied = " ".join(o.lstrip("+") for o in best["overrides"] if o not in shared) or "(no varied overrides)"
             summary += f"; best: job {best['job']} {varied} -> {best['objective']:.4f}"
         print(summary, flush=True)

@@ -156,7 +156,7 @@ def test_grid_with_two_parallel_workers_gives_each_job_its_own_directory(run_ftk
     assert len(rows) == 4 and all(row["status"] == "ok" for row in rows)
     objectives = [float(row["validation accuracy"]) for row in rows]
     assert objectives == sorted(objectives, reverse=True)  # best first
-    assert all("trainer.learning_rate=" in row["overrides"] and "peft.r=" in row["overrides"] for row in rows)
+    assert all(row["overrides"].startswith("trainer.learning_rate=") and "peft.r=" in row["overrides"] for row in rows)
     assert "model.path" not in rows[0]["overrides"]  # what every job shares is said once, not per row
     assert "Leaderboard:" in result.stdout + result.stderr
     assert (sweep_dir / "leaderboard.md").read_text().count("| ok |") == 4
