@@ -154,9 +154,11 @@ def hydra_train(cfg: DictConfig) -> float | None:
                 where="launcher",
             )
         # The objective is the validation metric: have this process, or the launched ranks, score it.
-        extra = [] if cfg.evaluate.validation is not None else ["evaluate.validation=true"]
-        with open_dict(cfg):
-            cfg.evaluate.validation = True if extra else cfg.evaluate.validation
+        extra = []
+        if cfg.evaluate.validation is None:
+            extra = ["evaluate.validation=true"]
+            with open_dict(cfg):
+                cfg.evaluate.validation = True
         returncode = train_here_or_launch(cfg, run_dir, overrides + extra)
         if returncode:
             raise RuntimeError(f"the launched run exited with code {returncode}; see {run_dir}/train*.log")

@@ -145,6 +145,10 @@ def register_schemas() -> None:
         store.store(group="schema/recipe", name=name, node=node)
 
 
+# The options the installed Hydra plugins register (they are not files in conf/).
+HYDRA_PLUGIN_OPTIONS = {"hydra/sweeper": ["basic", "optuna"], "hydra/launcher": ["basic", "joblib", "submitit_slurm"]}
+
+
 def config_groups_help() -> str:
     """The groups of conf/ and their options, for `ftkit train --help` (Hydra's list shows schemas too)."""
     from importlib import resources
@@ -155,10 +159,7 @@ def config_groups_help() -> str:
     folders += [f"hydra/{p.name}" for p in root.joinpath("hydra").iterdir() if p.is_dir()]
     for group in sorted(folders):
         options = sorted(p.name[: -len(".yaml")] for p in root.joinpath(group).iterdir() if p.name.endswith(".yaml"))
-        if group.startswith("hydra/"):  # ftkit's presets beside the plugins' own options
-            options += {"hydra/sweeper": ["basic", "optuna"], "hydra/launcher": ["basic", "joblib", "submitit_slurm"]}[
-                group
-            ]
+        options += HYDRA_PLUGIN_OPTIONS.get(group, [])  # beside ftkit's presets in conf/hydra/<group>
         lines.append(f"{group}: {', '.join(options)}")
     return "\n".join(lines)
 
@@ -366,6 +367,10 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
     _choice(cfg, "peft.quant_type", ["nf4", "fp4"])
     _choice(cfg, "peft.compute_dtype", ["float32", "bfloat16", "float16"])
+    from ftkit.tracking import LOGGERS, WANDB_MODES
+
+    _choice(cfg, "logger.name", LOGGERS)
+    _choice(cfg, "logger.mode", WANDB_MODES)
     _check_padding_free(cfg)
     if not 0 <= cfg.peft.dropout < 1:
         raise FtkitError(
@@ -374,10 +379,8 @@ def check(cfg: DictConfig) -> None:
     from ftkit.launcher import check_launcher
     from ftkit.peft_checks import check_peft
     from ftkit.recipes import get_recipe_class
-    from ftkit.tracking import check_logger
 
     check_peft(cfg)
-    check_logger(cfg)
     check_launcher(cfg)
     get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
 

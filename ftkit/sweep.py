@@ -76,11 +76,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ftkit_sbatch_mem", lambda mem: {"mem": str(mem)} if mem else {})
 
 
-def run_job(job: Callable[[], dict[str, Any] | None], job_dir: Path, overrides: list[str]) -> float:
+def run_job(job: Callable[[], dict[str, Any]], job_dir: Path, overrides: list[str]) -> float:
     """Run one sweep job; record its result or its error in job_dir/result.json; return the objective (nan: failed).
 
-    job() returns {"objective": ..., "objective_metric": ..., "test": ..., "greater_is_better": ...}, or None when
-    another process (a multi-rank launch) did the run and wrote the result itself.
+    job() returns outcome(run_dir): {"objective": ..., "objective_metric": ..., "test": ..., ...}.
     """
     started = time.perf_counter()
     result: dict[str, Any] = {"overrides": overrides, "status": "ok"}
@@ -93,9 +92,7 @@ def run_job(job: Callable[[], dict[str, Any] | None], job_dir: Path, overrides: 
         log.error("job failed: %s", message)
         result.update(status="failed", error=" ".join(message.split()))
     else:
-        if outcome is None and (job_dir / RESULT_FILE).exists():
-            return float(json.loads((job_dir / RESULT_FILE).read_text()).get("objective", math.nan))
-        result.update(outcome or {"status": "failed", "error": "the job produced no metrics"})
+        result.update(outcome)
     result["runtime_minutes"] = (time.perf_counter() - started) / 60
     write_result(job_dir, result)
     objective = result.get("objective")
@@ -144,20 +141,30 @@ def leaderboard_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     return good + bad
 
 
-def write_leaderboard(sweep_dir: Path) -> Path | None:
+def _shared(rows: list[dict[str, Any]]) -> set[str]:
+    """The overrides every job has (said once, above the table); none when there is a single job."""
+    return set.intersection(*(set(r.get("overrides", [])) for r in rows)) if len(rows) > 1 else set()
+
+
+def _varied(row: dict[str, Any], shared: set[str]) -> str:
+    """A job's own overrides, as typed (less the ++ ftkit adds to trainer.* keys)."""
+    return " ".join(o.lstrip("+") for o in row.get("overrides", []) if o not in shared)
+
+
+def write_leaderboard(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rebuild leaderboard.csv and leaderboard.md from the jobs' result files; the rows written (none: no jobs)."""
     rows = leaderboard_rows(sweep_dir) if sweep_dir.is_dir() else []
     if not rows:
-        return None
+        return rows
     metric = next((r["objective_metric"] for r in rows if r.get("objective_metric")), "objective")
     test_metric = next((r["test_metric"] for r in rows if r.get("test_metric")), "test")
-    # The column shows what the jobs vary; what they all share is said once, above the table.
-    shared = set.intersection(*(set(r.get("overrides", [])) for r in rows)) if len(rows) > 1 else set()
+    shared = _shared(rows)
     header = ["rank", "job", "overrides", metric, test_metric, "runtime_minutes", "status", "error"]
     table = [
         [
             str(rank) if row.get("status") == "ok" else "-",
             str(row["job"]),
-            " ".join(o.lstrip("+") for o in row.get("overrides", []) if o not in shared),  # as typed, less ftkit's ++
+            _varied(row, shared),
             _number(row.get("objective")),
             _number(row.get("test")),
             _number(row.get("runtime_minutes"), ".2f"),
@@ -174,7 +181,7 @@ def write_leaderboard(sweep_dir: Path) -> Path | None:
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table]
     _write_atomically(sweep_dir / "leaderboard.md", "\n".join(lines) + "\n")
-    return sweep_dir / "leaderboard.md"
+    return rows
 
 
 def _number(value: Any, fmt: str = ".4f") -> str:
@@ -198,15 +205,14 @@ class Leaderboard(Callback):
             write_leaderboard(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        path = write_leaderboard(Path(config.hydra.sweep.dir))
-        if path is None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_leaderboard(sweep_dir)
+        if not rows:
             return
-        rows = leaderboard_rows(path.parent)
         failed = sum(r.get("status") != "ok" for r in rows)
-        best = rows[0] if rows and rows[0].get("status") == "ok" else None
-        summary = f"Leaderboard: {path} ({len(rows)} jobs, {failed} failed)"
-        if best:
-            shared = set.intersection(*(set(r.get("overrides", [])) for r in rows))
-            varied = " ".join(o.lstrip("+") for o in best["overrides"] if o not in shared) or "(no varied overrides)"
+        summary = f"Leaderboard: {sweep_dir / 'leaderboard.md'} ({len(rows)} jobs, {failed} failed)"
+        best = rows[0]
+        if best.get("status") == "ok":
+            varied = _varied(best, _shared(rows)) or "(no varied overrides)"
             summary += f"; best: job {best['job']} {varied} -> {best['objective']:.4f}"
         print(summary, flush=True)

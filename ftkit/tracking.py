@@ -16,33 +16,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftkit.errors import FtkitError
-
 log = logging.getLogger("ftkit")
 
-LOGGERS = ["none", "wandb", "tensorboard"]
+LOGGERS = ["none", "wandb", "tensorboard"]  # checked in ftkit.config.check
 WANDB_MODES = ["auto", "online", "offline", "disabled"]
 
 
-def check_logger(cfg: DictConfig) -> None:
-    """Logger mistakes, before anything loads."""
-    if cfg.logger.name not in LOGGERS:
-        raise FtkitError(
-            f"unknown logger {cfg.logger.name!r}",
-            f"choose logger={' | logger='.join(LOGGERS)}",
-            where="logger",
-        )
-    if cfg.logger.mode not in WANDB_MODES:
-        raise FtkitError(
-            f"logger.mode is {cfg.logger.mode!r}",
-            f"use one of {', '.join(WANDB_MODES)} (auto: online with credentials, offline without)",
-            where="logger.mode",
-        )
-
-
 def report_to(cfg: DictConfig) -> str:
-    """Trainer's `report_to` for the chosen logger."""
-    return {"none": "none", "wandb": "wandb", "tensorboard": "tensorboard"}[cfg.logger.name]
+    """Trainer's `report_to` for the chosen logger (the logger names are Trainer's own)."""
+    return cfg.logger.name
 
 
 def wandb_credentials() -> bool:

@@ -127,18 +127,22 @@ def leaderboard(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def sweep(run_ftkit, tiny_model: Path, sweep_dir: Path, *args: str, env: dict[str, str] | None = None):
+    """`ftkit train -m` on the tiny model into sweep_dir; returns the CompletedProcess."""
+    overrides = [o for o in tiny_overrides(tiny_model, sweep_dir) if not o.startswith("hydra.run.dir=")]
+    return run_ftkit("train", "-m", *overrides, *args, f"hydra.sweep.dir={sweep_dir}", env=env)
+
+
 def test_grid_with_two_parallel_workers_gives_each_job_its_own_directory(run_ftkit, tiny_model, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tiny_model, tmp_path / "unused") if not o.startswith("hydra.run.dir")]
-    result = run_ftkit(
-        "train",
-        "-m",
-        *overrides,
+    result = sweep(
+        run_ftkit,
+        tiny_model,
+        sweep_dir,
         "trainer.learning_rate=1e-3,5e-3",
         "peft.r=4,8",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
-        f"hydra.sweep.dir={sweep_dir}",
         env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -164,13 +168,11 @@ def test_grid_with_two_parallel_workers_gives_each_job_its_own_directory(run_ftk
 
 def test_a_failing_job_is_a_row_not_the_end_of_the_sweep(run_ftkit, tiny_model, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tiny_model, tmp_path / "unused") if not o.startswith("hydra.run.dir")]
-    result = run_ftkit(
-        "train",
-        "-m",
-        *overrides,
+    result = sweep(
+        run_ftkit,
+        tiny_model,
+        sweep_dir,
         "recipe.data.train=missing.jsonl,bundled:tickets/train.jsonl",
-        f"hydra.sweep.dir={sweep_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = leaderboard(sweep_dir)
@@ -181,14 +183,12 @@ def test_a_failing_job_is_a_row_not_the_end_of_the_sweep(run_ftkit, tiny_model, 
 
 def test_optuna_sweep_of_three_trials_reports_the_best_overrides(run_ftkit, tiny_model, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tiny_model, tmp_path / "unused") if not o.startswith("hydra.run.dir")]
-    result = run_ftkit(
-        "train",
-        "-m",
-        *overrides,
+    result = sweep(
+        run_ftkit,
+        tiny_model,
+        sweep_dir,
         "hydra/sweeper=lora_search",
         "hydra.sweeper.n_trials=3",
-        f"hydra.sweep.dir={sweep_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -202,17 +202,15 @@ def test_optuna_sweep_of_three_trials_reports_the_best_overrides(run_ftkit, tiny
 
 def test_submitit_sweep_runs_each_job_as_a_slurm_job(slurm_cluster, run_ftkit, tiny_model, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    overrides = [o for o in tiny_overrides(tiny_model, tmp_path / "unused") if not o.startswith("hydra.run.dir")]
-    result = run_ftkit(
-        "train",
-        "-m",
-        *overrides,
+    result = sweep(
+        run_ftkit,
+        tiny_model,
+        sweep_dir,
         "trainer.learning_rate=1e-3,5e-3",
         "hydra/launcher=slurm_jobs",
         "launcher.cpus_per_task=1",
         "launcher.time=00:10:00",
         "launcher.job_name=ftkit-sweep-test",
-        f"hydra.sweep.dir={sweep_dir}",
         env={"OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
