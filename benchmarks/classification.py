@@ -47,9 +47,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftkit.config import check, compose, rewrite_trainer_overrides
+from ftkit.config import check, compose
 from ftkit.errors import FtkitError, exit_on_user_error
 from ftkit.metrics import classification_metrics
+from ftkit.overrides import rewrite_trainer_overrides
 from ftkit.recipes import get_recipe_class
 
 COLUMNS = [

@@ -8,8 +8,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from ftkit.config import INFO_ONLY, check, compose, register_schemas, rewrite_trainer_overrides, split_args
+from ftkit.config import check, compose, register_schemas
 from ftkit.errors import FtkitError, closest, exit_on_user_error
+from ftkit.overrides import INFO_ONLY, rewrite_trainer_overrides, split_args
 from ftkit.sweep import register_resolvers
 
 USAGE = """usage: ftkit <command> [hydra overrides and flags]

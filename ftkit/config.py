@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ftkit import trainer_fields
 from ftkit.errors import FtkitError, closest
+from ftkit.overrides import check_trainer_name
 
 CONFIG_MODULE = "ftkit.conf"
 PRIMARY = "train"
@@ -96,6 +97,25 @@ class EvaluateConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Stop when the recipe's primary metric on the validation split stops improving (checked at each evaluation).
+
+    The best checkpoint is then loaded, evaluated on the test split and saved as the run's adapter.
+    """
+
+    patience: int | None = None  # evaluations without improvement before training stops; None: off
+    threshold: float = 0.0  # the least improvement of the metric that counts as one
+
+
+@dataclass
+class DataChecksConfig:
+    """What to do with training data that is suspect (checked before training; see ftkit.data_checks)."""
+
+    duplicates: str = "refuse"  # identical training examples: refuse | drop (keep the first) | keep
+    too_long: str = "refuse"  # training examples over model.max_length tokens: refuse | truncate | drop
+
+
+@dataclass
 class DataConfig:
     train: str = MISSING  # JSONL or CSV path, or bundled:<recipe>/<file>
     validation: str | None = None
@@ -124,6 +144,10 @@ class FtkitConfig:
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    data_checks: DataChecksConfig = field(default_factory=DataChecksConfig)
+    # false: a new run | true: continue the latest unfinished run of this config | <checkpoint or run directory>
+    resume: Any = False
     dry_run: bool = False  # print config, launch command, data statistics, parameters and memory; then stop
 
 
@@ -162,109 +186,6 @@ def config_groups_help() -> str:
         options += HYDRA_PLUGIN_OPTIONS.get(group, [])  # beside ftkit's presets in conf/hydra/<group>
         lines.append(f"{group}: {', '.join(options)}")
     return "\n".join(lines)
-
-
-# Hydra's command-line flags and whether each takes a value; everything else is an override.
-HYDRA_FLAGS = {
-    "--help": False,
-    "-h": False,
-    "--hydra-help": False,
-    "--version": False,
-    "--resolve": False,
-    "--run": False,
-    "-r": False,
-    "--multirun": False,
-    "-m": False,
-    "--cfg": True,
-    "-c": True,
-    "--package": True,
-    "-p": True,
-    "--info": True,
-    "-i": True,
-    "--config-path": True,
-    "-cp": True,
-    "--config-name": True,
-    "-cn": True,
-    "--config-dir": True,
-    "-cd": True,
-    "--experimental-rerun": True,
-    "--shell-completion": True,
-    "-sc": True,
-}
-INFO_ONLY = {"--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
-
-
-def split_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """Separate Hydra flags (with their values) from overrides."""
-    flags, overrides = [], []
-    it = iter(range(len(args)))
-    for i in it:
-        arg = args[i]
-        name = arg.split("=", 1)[0]
-        if name in HYDRA_FLAGS:
-            flags.append(arg)
-            takes_value = HYDRA_FLAGS[name] and "=" not in arg
-            # --info's value is optional; only take the next word if it is not an override.
-            if takes_value and i + 1 < len(args) and "=" not in args[i + 1]:
-                flags.append(args[i + 1])
-                next(it, None)
-        elif arg.startswith("-") and "=" not in arg:
-            raise FtkitError(
-                f"unknown option {arg!r}",
-                f"ftkit takes Hydra overrides (key=value) and Hydra's flags; {closest(arg, list(HYDRA_FLAGS))}",
-                where="command line",
-            )
-        else:
-            overrides.append(arg)
-    return flags, overrides
-
-
-def parse_overrides(overrides: list[str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    parser = OverridesParser.create()
-    parsed = []
-    for text in overrides:
-        try:
-            parsed.extend(parser.parse_overrides([text]))
-        except OverrideParseException as error:
-            raise FtkitError(
-                f"cannot parse the override {text!r} ({str(error).splitlines()[0]})",
-                "write key=value; quote values holding spaces or special characters, e.g. "
-                "'recipe.system_prompt=\"Route the ticket.\"', and lists as key=[a,b]",
-                where="command line",
-            ) from None
-    return parsed
-
-
-def rewrite_trainer_overrides(overrides: list[str]) -> list[str]:
-    """Let `trainer.<any SFTConfig field>=v` work without Hydra's `+` prefix; refuse unknown fields.
-
-    The trainer group only lists ftkit's defaults, so Hydra's struct mode would reject a valid SFTConfig field
-    that is not among them; `++` adds or overrides it. A name that is not an SFTConfig field is refused here.
-    """
-    rewritten = []
-    for text, override in zip(overrides, parse_overrides(overrides), strict=True):
-        key = override.key_or_group
-        if key.startswith("trainer.") and not override.is_delete():
-            name = key.split(".")[1]
-            _check_trainer_name(name, where=key)
-            if not text.startswith("+"):
-                text = "++" + text
-        rewritten.append(text)
-    return rewritten
-
-
-def _check_trainer_name(name: str, where: str) -> None:
-    if name in trainer_fields.OWNED_ELSEWHERE:
-        raise FtkitError(f"trainer.{name} is set by ftkit", trainer_fields.OWNED_ELSEWHERE[name], where=where)
-    if name not in trainer_fields.load():
-        raise FtkitError(
-            f"unknown trainer option {name!r}: it is not a field of TRL's SFTConfig",
-            closest(name, list(trainer_fields.load())),
-            where=where,
-        )
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -345,7 +266,7 @@ def check(cfg: DictConfig) -> None:
             where=key,
         )
     for name, value in cfg.trainer.items():
-        _check_trainer_name(str(name), where=f"trainer.{name}")
+        check_trainer_name(str(name), where=f"trainer.{name}")
         plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
         problem = trainer_fields.check_value(str(name), plain)
         if problem:
@@ -371,6 +292,9 @@ def check(cfg: DictConfig) -> None:
 
     _choice(cfg, "logger.name", LOGGERS)
     _choice(cfg, "logger.mode", WANDB_MODES)
+    _choice(cfg, "data_checks.duplicates", ["refuse", "drop", "keep"])
+    _choice(cfg, "data_checks.too_long", ["refuse", "truncate", "drop"])
+    _positive(cfg, "early_stopping.patience", "early_stopping.patience=3 (or null to train every epoch)")
     _check_padding_free(cfg)
     if not 0 <= cfg.peft.dropout < 1:
         raise FtkitError(

@@ -227,7 +227,8 @@ def test_submitit_sweep_runs_each_job_as_a_slurm_job(slurm_cluster, run_ftkit, t
 
 
 def test_wandb_sweep_definition_drives_ftkit_with_its_overrides():
-    from ftkit.config import check, compose, rewrite_trainer_overrides
+    from ftkit.config import check, compose
+    from ftkit.overrides import rewrite_trainer_overrides
     from ftkit.recipes import get_recipe_class
 
     spec = yaml.safe_load((REPO / "launch" / "wandb" / "sweep.yaml").read_text())
