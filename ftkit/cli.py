@@ -58,12 +58,31 @@ def run_command(command: str, args: list[str]) -> None:
         cfg = compose(overrides)
         check(cfg)
         check_shared_run_dir(overrides)
-        refuse_existing_run_dir(overrides)
+        if cfg.resume not in (False, None):
+            import logging
+
+            from ftkit import resume
+
+            # Which checkpoint, and any skipped as incomplete, said before Hydra's logging starts
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+            # The run's own directory and checkpoint, and its config (which the resumed run must equal)
+            run_dir, overrides = resume.plan(cfg, overrides)
+            cfg = compose(overrides)
+            check(cfg)
+            resume.check_same_config(cfg, run_dir)
+        else:
+            refuse_existing_run_dir(overrides)
         if cfg.dry_run:
             from ftkit.dry_run import dry_run
 
             dry_run(cfg, overrides)
             return
+    elif multirun and any(o.lstrip("+").startswith("resume=") for o in overrides):
+        raise FtkitError(
+            "resume continues one run, and a sweep (-m) starts many",
+            "resume each unfinished job on its own: ftkit train resume=<sweep dir>/<job number>",
+            where="resume",
+        )
     register_schemas()
     register_resolvers()
     sys.argv = [f"ftkit {command}", *flags, *overrides]
@@ -116,7 +135,7 @@ def check_shared_run_dir(overrides: list[str]) -> None:
 
 
 def refuse_existing_run_dir(overrides: list[str]) -> None:
-    """ftkit never writes into a finished (or started) run's directory: a new run gets a new one."""
+    """ftkit never writes into a finished (or started) run's directory: a new run gets a new one (resume aside)."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks of one launched run share the launcher's directory
@@ -126,7 +145,8 @@ def refuse_existing_run_dir(overrides: list[str]) -> None:
     if run_dir is not None and any((run_dir / name).exists() for name in ("config.yaml", "metrics.json")):
         raise FtkitError(
             f"{run_dir} already holds a run (its config.yaml or metrics.json), and ftkit does not write into it",
-            "give hydra.run.dir a new directory, or leave it out for a fresh time-stamped one",
+            f"give hydra.run.dir a new directory, or leave it out for a fresh time-stamped one; to continue that run "
+            f"from its latest checkpoint: ftkit train resume={run_dir}",
             where="hydra.run.dir",
         )
 

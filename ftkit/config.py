@@ -296,6 +296,13 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "data_checks.too_long", ["refuse", "truncate", "drop"])
     _positive(cfg, "early_stopping.patience", "early_stopping.patience=3 (or null to train every epoch)")
     _check_padding_free(cfg)
+    _check_early_stopping(cfg)
+    if cfg.resume is not None and not isinstance(cfg.resume, (bool, str)) or cfg.resume == "":
+        raise FtkitError(
+            f"resume={cfg.resume!r} is neither true/false nor a directory",
+            "use resume=true (the latest unfinished run of this config) or resume=<run or checkpoint directory>",
+            where="resume",
+        )
     if not 0 <= cfg.peft.dropout < 1:
         raise FtkitError(
             f"peft.dropout is {cfg.peft.dropout}, outside [0, 1)", "use e.g. peft.dropout=0.05", where="peft.dropout"
@@ -328,6 +335,26 @@ def _check_padding_free(cfg: DictConfig) -> None:
             "set model.attn_implementation=flash_attention_2 (CUDA, flash-attn installed), or turn it off: "
             "trainer.padding_free=false trainer.packing=false",
             where="trainer.padding_free" if trainer.get("padding_free", False) else "trainer.packing",
+        )
+
+
+def _check_early_stopping(cfg: DictConfig) -> None:
+    """Early stopping compares evaluations and keeps the best checkpoint: both must happen, at the same points."""
+    if not cfg.early_stopping.patience:
+        return
+    evaluation, saving = cfg.trainer.get("eval_strategy", "no"), cfg.trainer.get("save_strategy", "steps")
+    if evaluation == "no":
+        raise FtkitError(
+            "early_stopping.patience is set, but trainer.eval_strategy=no never evaluates, so nothing could stall",
+            "set trainer.eval_strategy=epoch (or steps with trainer.eval_steps=N) and a validation split",
+            where="early_stopping.patience",
+        )
+    if saving not in (evaluation, "best"):
+        raise FtkitError(
+            f"early stopping keeps the best evaluated checkpoint, but trainer.save_strategy={saving} does not save "
+            f"where trainer.eval_strategy={evaluation} evaluates",
+            f"set trainer.save_strategy={evaluation} (and, for steps, trainer.save_steps a multiple of eval_steps)",
+            where="trainer.save_strategy",
         )
 
 

@@ -123,6 +123,16 @@ def finish(cfg: DictConfig, tracker: Any, run_dir: Path, metrics: dict[str, Any]
     tracker.close()
 
 
+def close(tracker: Any, exit_code: int) -> None:
+    """Close the tracker run of a run that stopped before evaluation (interrupted), marking it failed in W&B."""
+    if tracker is None:
+        return
+    if hasattr(tracker, "finish"):  # a wandb run
+        tracker.finish(exit_code=exit_code)
+    else:  # a TensorBoard SummaryWriter
+        tracker.close()
+
+
 def _wandb_tables(wandb: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     """Per-class (or per-type) rows of the fine-tuned metrics, when the recipe reports them."""
     per_class = (metrics.get("finetuned") or {}).get("per_class") or (metrics.get("finetuned") or {}).get("per_type")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import resource
+import signal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,17 +18,21 @@ import torch
 from datasets import Dataset
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from transformers import TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from transformers import EarlyStoppingCallback, TrainerCallback
+from trl import SFTConfig
 
 from ftkit import tracking
 from ftkit.config import check
+from ftkit.data_checks import check_lengths, check_splits
 from ftkit.errors import FtkitError
 from ftkit.evaluate import evaluate
+from ftkit.interrupts import StopOnSignal, resume_command
 from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import adapter_config, load_model_and_tokenizer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
+from ftkit.resume import step_of
+from ftkit.sft_trainer import FtkitSFTTrainer
 from ftkit.sweep import in_sweep, sweep_group
 from ftkit.trl_patches import score_only_labelled_positions_on_cpu
 
@@ -41,19 +46,26 @@ def main(cfg: DictConfig) -> None:
     log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     main_rank = is_main_rank()  # under a multi-process launch only rank 0 writes into the run directory
-    if main_rank:
+    resume_from = Path(cfg.resume) if isinstance(cfg.resume, str) else None  # a checkpoint, by ftkit.resume
+    if main_rank and resume_from is None:  # a resumed run keeps the config.yaml it was started with
         write_config(run_dir, cfg, list(HydraConfig.get().overrides.task))
+    if resume_from is not None:
+        log.info("Resuming from %s (step %d)", resume_from, step_of(resume_from))
 
     # Trainer arguments before the model: TRL refuses bad settings before anything big loads, and they set up
     # the process group that a multi-process launch trains in.
     args = training_arguments(cfg, recipe, run_dir)
     with whole_model_on_each_rank(args):
         model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
+    splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
     base = evaluate(recipe, model, tokenizer, splits["test"], cfg, "base model, test") if cfg.evaluate.base else None
 
     tracker = tracking.start(cfg, run_dir, sweep_group()) if main_rank else None  # Trainer's callback logs into it
-    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits)
-    train_stats = train(trainer)
+    stop_on_signal = StopOnSignal()  # SIGINT / SIGTERM: checkpoint, then exit 130 / 143
+    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, stop_on_signal)
+    train_stats = train(trainer, resume_from)
+    if stop_on_signal.signum is not None:
+        exit_after_signal(trainer, stop_on_signal.signum, tracker)
     log_rank_summary(trainer, train_stats)
     # LoRA/DoRA weights + adapter_config.json, or the whole model for peft=none (save_model: rank 0 writes)
     saved = run_dir / ("model" if cfg.peft.method == "none" else "adapter")
@@ -92,7 +104,7 @@ def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any
         )
     limit = cfg.evaluate.max_examples
     splits["test"] = splits["test"][:limit] if limit else splits["test"]
-    return {name: records for name, records in splits.items() if records is not None}
+    return check_splits(recipe, cfg, {name: records for name, records in splits.items() if records is not None})
 
 
 class LogToFile(TrainerCallback):
@@ -108,6 +120,7 @@ class LogToFile(TrainerCallback):
 
 
 def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
         return SFTConfig(
@@ -116,7 +129,7 @@ def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTCon
             max_length=cfg.model.max_length,
             # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
             use_cpu=not torch.cuda.is_available(),
-            **{**recipe.sft_config, **OmegaConf.to_container(cfg.trainer, resolve=True)},
+            **{**recipe.sft_config, **early_stopping_arguments(cfg, recipe), **trainer_settings},
         )
     except (ValueError, TypeError) as error:
         raise FtkitError(
@@ -126,50 +139,48 @@ def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTCon
         ) from None
 
 
+def early_stopping_arguments(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
+    """With early_stopping.patience: keep the checkpoint best on the recipe's metric and end with it loaded."""
+    if not cfg.early_stopping.patience:
+        return {}
+    return {
+        "load_best_model_at_end": True,
+        "metric_for_best_model": f"eval_{recipe.primary_metric}",  # FtkitSFTTrainer adds it to each evaluation
+        "greater_is_better": recipe.greater_is_better,
+    }
+
+
 def build_trainer(
-    cfg: DictConfig, args: SFTConfig, recipe: Recipe, model: Any, tokenizer: Any, splits: dict[str, list]
-) -> SFTTrainer:
+    cfg: DictConfig,
+    args: SFTConfig,
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    splits: dict[str, list],
+    stop_on_signal: StopOnSignal,
+) -> FtkitSFTTrainer:
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
-    ratio = cfg.peft.get("loraplus_lr_ratio")
-    trainer_class = partial(LoraPlusSFTTrainer, loraplus_lr_ratio=ratio) if ratio else SFTTrainer
-    return trainer_class(
+    callbacks = [LogToFile(), stop_on_signal]
+    score_validation = None
+    if cfg.early_stopping.patience:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
+        score = partial(evaluate, recipe, tokenizer=tokenizer, records=validation, cfg=cfg, which="validation")
+        score_validation = lambda model: score(model)["metrics"]  # noqa: E731
+    return FtkitSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
         eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
         processing_class=tokenizer,
         peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
-        callbacks=[LogToFile()],
+        callbacks=callbacks,
+        loraplus_lr_ratio=cfg.peft.get("loraplus_lr_ratio"),
+        score_validation=score_validation,
     )
 
 
-class LoraPlusSFTTrainer(SFTTrainer):
-    """SFTTrainer whose optimizer gives LoRA's B matrices a larger learning rate (LoRA+, PEFT's optimizer).
-
-    Built in create_optimizer, as Trainer builds its own, so DeepSpeed and FSDP still wrap it the usual way.
-    """
-
-    def __init__(self, *args: Any, loraplus_lr_ratio: float, **kwargs: Any) -> None:
-        self.loraplus_lr_ratio = loraplus_lr_ratio
-        super().__init__(*args, **kwargs)
-
-    def create_optimizer(self, model: Any = None) -> Any:
-        if self.optimizer is None:
-            from peft.optimizers import create_loraplus_optimizer
-
-            optimizer_class, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer = create_loraplus_optimizer(
-                self.model,
-                optimizer_class,
-                loraplus_lr_ratio=self.loraplus_lr_ratio,
-                loraplus_weight_decay=self.args.weight_decay,
-                **kwargs,
-            )
-        return self.optimizer
-
-
-def log_rank_summary(trainer: SFTTrainer, stats: dict[str, Any]) -> None:
+def log_rank_summary(trainer: FtkitSFTTrainer, stats: dict[str, Any]) -> None:
     """One line per rank in its own log: steps trained and a digest of its trainable weights (equal under DDP)."""
     digest = hashlib.sha256()
     for name, param in sorted(trainer.model.named_parameters()):
@@ -186,17 +197,27 @@ def log_rank_summary(trainer: SFTTrainer, stats: dict[str, Any]) -> None:
     )
 
 
-def train(trainer: SFTTrainer) -> dict[str, Any]:
-    result = trainer.train()
-    tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
-    runtime = result.metrics["train_runtime"]
+def train(trainer: FtkitSFTTrainer, resume_from: Path | None) -> dict[str, Any]:
+    # Trainer restores the weights, optimizer, scheduler, RNG states, step and data position from the checkpoint.
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    history = trainer.state.log_history  # a resumed run's includes the steps before the checkpoint
+    start = step_of(resume_from) if resume_from else 0
+    tokens = max((entry.get("num_tokens", 0) for entry in history), default=0)
+    tokens_before = max((e.get("num_tokens", 0) for e in history if e.get("step", 0) <= start), default=0)
+    runtime = result.metrics["train_runtime"]  # this process's training only
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     stats = {
         "train_loss": result.metrics.get("train_loss"),
         "train_minutes": runtime / 60,
         "train_tokens": int(tokens),
-        "tokens_per_second": tokens / runtime if runtime else None,
+        "tokens_per_second": (tokens - tokens_before) / runtime if runtime else None,
         "global_step": trainer.state.global_step,
+        "resumed_from_step": start or None,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint
+        else None,
+        "best_metric": trainer.state.best_metric if trainer.args.load_best_model_at_end else None,
         "epochs": trainer.state.epoch,
         "peak_rss_mb": peak_mb,
         "weights_mb": trainer.model.get_memory_footprint() / 2**20,  # parameters + buffers, 4-bit ones packed
@@ -205,3 +226,18 @@ def train(trainer: SFTTrainer) -> dict[str, Any]:
     if torch.cuda.is_available():
         stats["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return stats
+
+
+def exit_after_signal(trainer: FtkitSFTTrainer, signum: int, tracker: Any) -> None:
+    """The step's checkpoint is saved: say how to continue, close the tracker, exit 128 + signum (130 / 143)."""
+    checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    log.warning(
+        "Stopped by %s at step %d of %d; checkpoint saved in %s. Continue this run with:\n  %s",
+        signal.Signals(signum).name,
+        trainer.state.global_step,
+        trainer.state.max_steps,
+        checkpoint,
+        resume_command(checkpoint),
+    )
+    tracking.close(tracker, 128 + signum)
+    raise SystemExit(128 + signum)

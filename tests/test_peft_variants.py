@@ -155,6 +155,7 @@ def test_adapter_config_per_method(tiny_model):
 
 
 def test_loraplus_gives_b_matrices_the_larger_learning_rate(tiny_model, tmp_path):
+    from ftkit.interrupts import StopOnSignal
     from ftkit.models import load_model_and_tokenizer
     from ftkit.recipes import get_recipe_class
     from ftkit.train import build_trainer, load_splits, training_arguments
@@ -164,7 +165,8 @@ def test_loraplus_gives_b_matrices_the_larger_learning_rate(tiny_model, tmp_path
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
     splits = load_splits(recipe, cfg)
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft)
-    trainer = build_trainer(cfg, training_arguments(cfg, recipe, tmp_path), recipe, model, tokenizer, splits)
+    args = training_arguments(cfg, recipe, tmp_path)
+    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, StopOnSignal())
     optimizer = trainer.create_optimizer()
 
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
