@@ -1,8 +1,8 @@
 """SIGINT / SIGTERM during training: finish the step, save a checkpoint, stop, and say how to resume.
 
 A cluster's scheduler sends SIGTERM before it kills a job (SLURM at its time limit or on preemption), and Ctrl-C
-sends SIGINT; either would otherwise lose everything since the last checkpoint. A second signal is not caught:
-it stops the process at once, as the user asked twice.
+sends SIGINT; either would otherwise lose everything since the last checkpoint. The same signal a second time is
+not caught: it stops the process at once, as the user asked twice.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ class StopOnSignal(TrainerCallback):
             self._previous = {signum: signal.signal(signum, self._caught) for signum in CAUGHT}
 
     def _caught(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a different second signal, e.g. torchrun passing on the SIGTERM it got
+            return
         self.signum = signum
-        self._restore()  # a second signal takes the default action: stop now
+        # The same signal again (Ctrl-C twice) takes its default action: stop now.
+        signal.signal(signum, self._previous.pop(signum))
         log.warning("%s: saving a checkpoint after this step, then stopping", signal.Signals(signum).name)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

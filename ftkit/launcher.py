@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -222,7 +223,30 @@ def relaunch(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> int | None
         return 0
     command = accelerate_command(cfg, run_dir, overrides)
     log.info("launching %d processes: %s", world_size(cfg), shlex.join(command))
-    return subprocess.run(command, env=rank_environment()).returncode
+    return wait_passing_on_signals(subprocess.Popen(command, env=rank_environment()))
+
+
+def wait_passing_on_signals(process: subprocess.Popen) -> int:
+    """Wait for the launched ranks; they, not this process, answer SIGINT / SIGTERM (checkpoint, then exit).
+
+    Ctrl-C already reaches every rank (one process group), so this process ignores it rather than die with a
+    traceback; a SIGTERM sent to this process alone (kill <pid>, a scheduler) is passed on to the launcher.
+    """
+    received: list[int] = []
+
+    def pass_on(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if signum == signal.SIGTERM:
+            process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = process.wait()
+        # The ranks saved and stopped; torchrun itself reports a signal as a failure (exit 1).
+        return 128 + received[0] if received and returncode else returncode
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def rank_environment() -> dict[str, str]:
