@@ -1,0 +1,187 @@
+"""The served variants: one base model loaded once, each run's adapter on it by name, and weighted routing.
+
+Every run is composed from its own overrides (ftkit.evaluate.run_overrides), so each variant keeps its recipe's
+prompt, labels and entity types. Adapters share one base in memory (peft's load_adapter / set_adapter), which is
+why every run must name the same base model; a peft=none run saved a whole model and can only be served alone.
+Routing: a request naming a model gets it; one naming none is routed by the variants' weights, among those that
+can answer that kind of request, with the draw taken from a hash of `user` when given, so a user stays on one
+variant for as long as the weights stay the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftkit.errors import FtkitError
+from ftkit.serve.options import RunSpec
+from ftkit.serve.protocol import ApiError
+
+log = logging.getLogger("ftkit")
+
+KINDS = ("chat", "classify", "extract")
+
+
+@dataclass
+class Variant:
+    name: str
+    run_dir: str
+    weight: float
+    recipe: Any
+    recipe_name: str
+    adapter: str | None  # the peft adapter name, None for a peft=none run's whole model
+    kinds: tuple[str, ...]
+    extract_tokens: int = 0  # NER: the recipe's generation budget
+    created: int = 0
+
+
+@dataclass
+class Served:
+    model: Any
+    tokenizer: Any
+    variants: dict[str, Variant] = field(default_factory=dict)
+    base_name: str = ""
+
+
+def _same_base(cfg: Any) -> tuple[Any, ...]:
+    return (cfg.model.path, cfg.model.gguf_file, cfg.model.revision, cfg.peft.method == "qlora")
+
+
+def load(runs: list[RunSpec]) -> Served:
+    """Compose every run's config, check they share one base, load it once and put each adapter on it."""
+    import os
+
+    from ftkit.classification import ClassificationRecipe
+    from ftkit.config import check, compose
+    from ftkit.evaluate import load_for_eval, run_overrides, trained_weights
+    from ftkit.overrides import rewrite_trainer_overrides
+    from ftkit.recipes import get_recipe_class
+    from ftkit.recipes.ner import NerRecipe
+
+    configs = []
+    for run in runs:
+        if trained_weights(run.run_dir) is None or not (run.run_dir / "overrides.yaml").is_file():
+            raise FtkitError(
+                f"{run.run_dir} is not an ftkit run directory (no adapter/ or model/, or no overrides.yaml)",
+                "pass the directory `ftkit train` printed at the end, e.g. --run outputs/tickets/<date>/<time>",
+                where="--run",
+            )
+        cfg = compose(rewrite_trainer_overrides(run_overrides(str(run.run_dir))))
+        check(cfg)
+        configs.append(cfg)
+    first = configs[0]
+    for run, cfg in zip(runs[1:], configs[1:], strict=True):
+        if _same_base(cfg) != _same_base(first):
+            raise FtkitError(
+                f"{run.run_dir} was trained on base model {cfg.model.path} ({cfg.peft.method}), and "
+                f"{runs[0].run_dir} on {first.model.path} ({first.peft.method}); served adapters share one base",
+                "serve runs of one base model (and all QLoRA or none) together, and others from a second server",
+                where="--run",
+            )
+    whole = [run for run in runs if trained_weights(run.run_dir).name == "model"]  # type: ignore[union-attr]
+    if whole and len(runs) > 1:
+        raise FtkitError(
+            f"{whole[0].run_dir} is a peft=none run (a whole saved model), which cannot share a base with others",
+            "serve it on its own: ftkit serve --run <that run dir>",
+            where="--run",
+        )
+    names = [run.name or cfg.recipe.name for run, cfg in zip(runs, configs, strict=True)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FtkitError(
+            f"two runs would both be served as {repeated[0]!r}",
+            "name them: --run a=<run dir> --run b=<other run dir>",
+            where="--run",
+        )
+
+    if whole:
+        model, tokenizer = load_for_eval(first, str(runs[0].run_dir))
+    else:
+        from peft import PeftModel
+
+        from ftkit.models import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(first.model, first.peft)
+        for index, (run, name) in enumerate(zip(runs, names, strict=True)):
+            adapter = str(trained_weights(run.run_dir))
+            if index == 0:
+                model = PeftModel.from_pretrained(model, adapter, adapter_name=name)
+            else:
+                model.load_adapter(adapter, adapter_name=name)
+        model.eval()
+    served = Served(model=model, tokenizer=tokenizer, base_name=str(first.model.name))
+    for run, name, cfg in zip(runs, names, configs, strict=True):
+        recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+        kinds = ["chat"]
+        extract_tokens = 0
+        if isinstance(recipe, ClassificationRecipe):
+            kinds.append("classify")
+        if isinstance(recipe, NerRecipe):
+            kinds.append("extract")
+            extract_tokens = recipe.max_new_tokens(tokenizer)
+        served.variants[name] = Variant(
+            name=name,
+            run_dir=str(run.run_dir),
+            weight=run.weight,
+            recipe=recipe,
+            recipe_name=cfg.recipe.name,
+            adapter=None if whole else name,
+            kinds=tuple(kinds),
+            extract_tokens=extract_tokens,
+            created=int(os.path.getmtime(run.run_dir)),
+        )
+        log.info("serving %s (%s, weight %g) from %s", name, cfg.recipe.name, run.weight, run.run_dir)
+    return served
+
+
+class Router:
+    """Picks the variant for a request: the named one, else by weight (sticky per user id)."""
+
+    def __init__(self, variants: dict[str, Variant]) -> None:
+        self.variants = variants
+
+    def pick(self, kind: str, model: str | None, user: str | None) -> Variant:
+        if model is not None:
+            variant = self.variants.get(model)
+            if variant is None:
+                raise ApiError(
+                    404,
+                    f"The model '{model}' does not exist; served: {', '.join(self.variants)}",
+                    param="model",
+                    code="model_not_found",
+                )
+            if kind not in variant.kinds:
+                raise ApiError(
+                    400,
+                    f"The model '{model}' ({variant.recipe_name} recipe) does not support {kind}",
+                    param="model",
+                    code="unsupported_model",
+                )
+            return variant
+        capable = [v for v in self.variants.values() if kind in v.kinds]
+        if not capable:
+            raise ApiError(400, f"No served model supports {kind}", param="model", code="unsupported_model")
+        weights = [v.weight for v in capable]
+        if sum(weights) <= 0:  # only weight-0 variants can do this: share between them
+            weights = [1.0] * len(capable)
+        return capable[_index(weights, _draw(user))]
+
+
+def _draw(user: str | None) -> float:
+    """A number in [0, 1): from the user id's hash (the same user, the same draw), else random."""
+    if user is None:
+        return random.random()
+    digest = hashlib.sha256(user.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _index(weights: list[float], draw: float) -> int:
+    total, point = sum(weights), 0.0
+    for index, weight in enumerate(weights):
+        point += weight / total
+        if draw < point:
+            return index
+    return max(i for i, w in enumerate(weights) if w > 0)
