@@ -46,7 +46,7 @@ def prompt_logits(model: torch.nn.Module, tokenizer) -> torch.Tensor:
     outputs = []
     for record in recipe.load_split("test")[:4]:
         ids = tokenizer.apply_chat_template(recipe.prompt(record["text"]), add_generation_prompt=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids  # a BatchEncoding in transformers 5
         with torch.no_grad():
             outputs.append(model(torch.tensor([ids])).logits[0].float())
     return torch.cat(outputs)
@@ -131,6 +131,22 @@ def test_qlora_export_merges_into_the_dequantized_base(runs, tiny_model):
     print(f"QLoRA merged vs 4-bit + adapter: max |logit diff| {gap:.3e}; base vs 4-bit + adapter {adapter_effect:.3e}")
     assert gap < 0.15
     assert gap < adapter_effect / 4
+
+
+def test_full_fine_tuning_run_is_exported_as_saved(tiny_model, tmp_path):
+    run_dir = tmp_path / "run"
+    extra = ("peft=none", "evaluate.base=false", "trainer.max_steps=2")
+    result = ftkit("train", *tiny_overrides(tiny_model, run_dir, *extra), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = ftkit("export", f"run={run_dir}", f"out={tmp_path / 'exported'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "exported"
+    saved = (run_dir / "model" / "model.safetensors").read_bytes()
+    assert (out / "model.safetensors").read_bytes() == saved and (out / "generation_config.json").is_file()
+    assert not (out / "training_args.bin").exists() and "fully fine-tuned" in (out / "README.md").read_text()
+    # There is no adapter to export alone.
+    result = ftkit("export", f"run={run_dir}", "merge=false", cwd=tmp_path)
+    assert result.returncode == 2 and "no adapter" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_refusals_exit_2_without_traceback_and_touch_nothing(runs, tmp_path):
