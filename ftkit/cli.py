@@ -19,15 +19,23 @@ commands:
   train    fine-tune a recipe's base model with LoRA, evaluate base vs fine-tuned, write a run directory
   eval     score a run's adapter (run=<run dir>) or the base model on a test split with the recipe's metrics
   predict  predictions as JSONL for JSONL records (input=<file>, or - for stdin; output=<file> or -)
+  export   a run as a Hugging Face model folder: adapter merged into the base (merge=true) or alone (merge=false)
+  serve    an OpenAI-compatible HTTP server for one run or several adapters of one base (flags: ftkit serve --help)
 
   ftkit train --help      config groups, the composed config and examples
   ftkit train --cfg job   print the composed config and stop
   ftkit eval run=outputs/tickets/2026-11-22/10-00-00 recipe.data.test=more_tickets.jsonl
   echo '{"text": "pump P-3 seal leaking"}' | ftkit predict run=outputs/tickets/2026-11-22/10-00-00
+  ftkit export run=outputs/tickets/2026-11-22/10-00-00 [out=<dir>] [merge=false]
+  ftkit serve --run outputs/tickets/2026-11-22/10-00-00 [--port 8000] [--api-key KEY]
 """
-COMMANDS = ["train", "eval", "predict"]
-# Options of eval/predict that are not config keys, with their defaults.
-COMMAND_OPTIONS = {"eval": {"run": None, "out": None}, "predict": {"run": None, "input": "-", "output": "-"}}
+COMMANDS = ["train", "eval", "predict", "export", "serve"]
+# Options of eval/predict/export that are not config keys, with their defaults.
+COMMAND_OPTIONS = {
+    "eval": {"run": None, "out": None},
+    "predict": {"run": None, "input": "-", "output": "-"},
+    "export": {"run": None, "out": None, "merge": "true"},
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +56,11 @@ def run_command(command: str, args: list[str]) -> None:
         )
     if command in COMMAND_OPTIONS:
         run_without_training(command, args)
+        return
+    if command == "serve":  # flags (argparse), not Hydra overrides: see ftkit/serve/options.py
+        from ftkit.serve import main as serve_main
+
+        serve_main(args)
         return
     flags, overrides = split_args(args)
     overrides = rewrite_trainer_overrides(overrides)
@@ -90,7 +103,7 @@ def run_command(command: str, args: list[str]) -> None:
 
 
 def run_without_training(command: str, args: list[str]) -> None:
-    """eval / predict: compose (replaying run=<dir>'s overrides), check, then evaluate or predict. No Hydra run dir."""
+    """eval / predict / export: compose (replaying run=<dir>'s overrides), check, then run it. No Hydra run dir."""
     import logging
 
     options = dict(COMMAND_OPTIONS[command])
@@ -107,6 +120,10 @@ def run_without_training(command: str, args: list[str]) -> None:
             )
         else:
             overrides.append(arg)
+    if command == "export":
+        from ftkit.export import check_request
+
+        check_request(options["run"], options["out"], options["merge"])  # before anything loads
     from ftkit.evaluate import eval_main, predict_main, run_overrides
 
     cfg = compose(rewrite_trainer_overrides(run_overrides(options["run"]) + overrides))
@@ -114,6 +131,10 @@ def run_without_training(command: str, args: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if command == "eval":
         eval_main(cfg, options["run"], options["out"])
+    elif command == "export":
+        from ftkit.export import export_main
+
+        export_main(cfg, options["run"], options["out"], options["merge"])
     else:
         count = predict_main(cfg, options["run"], options["input"], options["output"])
         logging.getLogger("ftkit").info("wrote %d predictions to %s", count, options["output"])
