@@ -256,6 +256,7 @@ def test_load_64_clients_are_batched(server):
         (["--run", "x:0"], "every --run has weight 0"),
         (["--run", "bad name=x"], "not a valid model id"),
         (["--run", "x", "--port", "70000"], "is not a TCP port"),
+        (["--run", "x", "--threads", "0"], "--threads is 0"),
         (["--run", "x", "--bogus"], "unrecognized arguments: --bogus"),
         ([], "the following arguments are required: --run"),
         (["--run", "no/such/run", "--port", "0"], "is not an ftkit run directory"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 
 from ftkit.errors import FtkitError
@@ -24,6 +25,16 @@ def main(args: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     if opts.api_key is None and not is_loopback(opts.host):
         log.warning("serving on %s without an API key: anyone who can reach it can use it (set --api-key)", opts.host)
+
+    if opts.threads is not None:
+        # Before torch loads, so every thread's OpenMP pool gets it (the model runs in worker threads). On a CPU
+        # shared with other jobs, more threads than free cores spin against each other: one thread was 20x faster
+        # than two on the 2-core machine the benchmark ran on while other jobs used it.
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(opts.threads)
+        import torch
+
+        torch.set_num_threads(opts.threads)
 
     import uvicorn
 

@@ -9,6 +9,7 @@ batch of one (TextIteratorStreamer follows one row), sharing the model lock with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -228,8 +229,9 @@ async def stream_events(
     except Exception as error:  # noqa: BLE001 (the stream has started: report in-band, keep the server up)
         yield f"data: {json.dumps(error_body(f'Generation failed: {error}', 'server_error'))}\n\n"
     finally:
-        halt.set()
-        pieces.close()
+        halt.set()  # generation stops at its next token and releases the model
+        with contextlib.suppress(ValueError):  # a worker thread may still be inside next(pieces) (client gone)
+            pieces.close()
         streams["active"] -= 1
 
 

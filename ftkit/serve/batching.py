@@ -72,6 +72,18 @@ class DynamicBatcher:
         self.deferred = [item for item in self.deferred if not any(item is t for t in taken)]
         return taken
 
+    async def _get_within(self, seconds: float) -> _Item | None:
+        """The next queued request, or None after `seconds`; never loses one that arrives as the time runs out
+        (asyncio.wait_for around Queue.get can, on Python < 3.12)."""
+        getter = asyncio.ensure_future(self.queue.get())
+        done, _ = await asyncio.wait({getter}, timeout=seconds)
+        if not done:
+            getter.cancel()
+            await asyncio.wait({getter})
+            if getter.cancelled():
+                return None
+        return getter.result()
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -85,9 +97,8 @@ class DynamicBatcher:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    try:
-                        item = await asyncio.wait_for(self.queue.get(), remaining)
-                    except asyncio.TimeoutError:
+                    item = await self._get_within(remaining)
+                    if item is None:
                         break
                 (batch if item.key == first.key else self.deferred).append(item)
             self.waiting -= len(batch)

@@ -132,7 +132,9 @@ class Engine:
         prompts = [recipe.prompt(text) for text in texts]
         with self.lock:
             self._use(variant)
-            scores = label_logprobs(self.model, self.tokenizer, prompts, recipe.labels, batch_size=len(prompts))
+            scores = label_logprobs(
+                self.model, self.tokenizer, prompts, recipe.labels, batch_size=min(len(prompts), 64)
+            )
         probabilities = torch.softmax(scores, dim=-1)
         return [
             {

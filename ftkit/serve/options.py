@@ -46,6 +46,7 @@ class ServeOptions:
     max_body_bytes: int = 1_000_000
     max_inputs: int = 64
     log_level: str = "info"
+    threads: int | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-tokens", type=int, default=2048, help="longest prompt (chat template applied)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body")
     p.add_argument("--max-inputs", type=int, default=64, help="most texts in one classify/extract request")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for the model (default: torch's, one per core); 1 on a CPU shared with other jobs",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -141,6 +148,8 @@ def parse(args: list[str]) -> ServeOptions:
     _at_least(ns.max_prompt_tokens, 1, "--max-prompt-tokens", "2048")
     _at_least(ns.max_body_bytes, 1024, "--max-body-bytes", "1000000")
     _at_least(ns.max_inputs, 1, "--max-inputs", "64")
+    if ns.threads is not None:
+        _at_least(ns.threads, 1, "--threads", "1")
     if ns.default_max_tokens > ns.max_tokens_limit:
         raise FtkitError(
             f"--default-max-tokens {ns.default_max_tokens} is above --max-tokens-limit {ns.max_tokens_limit}",
@@ -164,4 +173,5 @@ def parse(args: list[str]) -> ServeOptions:
         max_body_bytes=ns.max_body_bytes,
         max_inputs=ns.max_inputs,
         log_level=ns.log_level,
+        threads=ns.threads,
     )
