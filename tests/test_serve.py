@@ -127,6 +127,55 @@ def test_chat_and_streaming_agree_at_temperature_0(client):
     assert chunks[-1].choices[0].finish_reason == choice.finish_reason
 
 
+def test_stop_strings_cut_streamed_and_whole_answers_alike(client):
+    messages = [{"role": "user", "content": "Valve V-12 sticks when cold."}]
+    whole = client.chat.completions.create(model="b", messages=messages, max_tokens=12, temperature=0)
+    text = whole.choices[0].message.content
+    if len(text) < 4:
+        pytest.skip(f"the tiny model's answer {text!r} is too short to hold a stop string")
+    stop = text[len(text) // 2 :][:2]  # (the tiny model may answer only line breaks: then the answer is empty)
+    expected = text[: text.find(stop)]
+    cut = client.chat.completions.create(model="b", messages=messages, max_tokens=12, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == expected and cut.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(
+        model="b", messages=messages, max_tokens=12, temperature=0, stop=stop, stream=True
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_stream_holds_back_a_possible_stop_string():
+    """The SSE generator on scripted pieces: a stop string split across pieces is never sent, text before it is."""
+    import threading
+    from types import SimpleNamespace
+
+    from ftkit.serve.app import stream_events
+    from ftkit.serve.engine import ChatJob
+    from ftkit.serve.protocol import ChatRequest
+
+    class Scripted:
+        def stream(self, variant, job, temperature, top_p, halt: threading.Event, info: dict):
+            for piece in ["Hel", "lo wo", "rld, and", " more"]:
+                if halt.is_set():
+                    return
+                yield piece
+
+    async def collect(stops: list[str]) -> list[dict]:
+        body = ChatRequest(messages=[{"role": "user", "content": "x"}], stop=stops)
+        events = stream_events(Scripted(), SimpleNamespace(name="m"), ChatJob([1], 8, stops), body, {"active": 0})
+        lines = [line async for line in events]
+        assert lines[-1] == "data: [DONE]\n\n"
+        return [json.loads(line[6:]) for line in lines[:-1]]
+
+    chunks = asyncio.run(collect(["o wor"]))
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Hell"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    chunks = asyncio.run(collect([]))
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "Hello world, and more"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"  # no end-of-turn token was reported
+
+
 def test_classify_single_and_batched(server):
     single = post(server, "/v1/classify", {"model": "a", "input": "Hydraulic hose on press 4 burst"})
     assert single.status_code == 200, single.text
@@ -221,6 +270,13 @@ async def _load(server: str, clients: int, requests: int) -> list[int]:
         async def one_client(index: int) -> list[int]:
             codes = []
             for turn in range(requests):
+                if index % 16 == 0:  # a few streams share the model with the batches
+                    body = {"messages": [{"role": "user", "content": f"t {index}"}], "max_tokens": 4, "stream": True}
+                    async with http.stream("POST", "/v1/chat/completions", json=body) as response:
+                        events = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+                    complete = events[-1:] == ["data: [DONE]"] and not any('"error"' in e for e in events)
+                    codes.append(response.status_code if complete else 599)
+                    continue
                 if (index + turn) % 2:
                     body = {"messages": [{"role": "user", "content": f"ticket {index}"}], "max_tokens": 4}
                     response = await http.post("/v1/chat/completions", json={**body, "temperature": 0})
