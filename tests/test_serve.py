@@ -331,3 +331,37 @@ def test_json_error_shape_for_unknown_route(server):
     response = httpx.get(f"{server}/v1/nothing", headers=AUTH)
     assert assert_error(response, 404)["type"] == "invalid_request_error"
     assert json.loads(response.text)["error"]["message"]
+
+
+def test_batcher_groups_by_key_and_refuses_when_full():
+    """DynamicBatcher alone: same-key requests share a call, other keys wait their turn, a full queue gives 503."""
+    import threading
+
+    from ftkit.serve.batching import DynamicBatcher
+    from ftkit.serve.protocol import ApiError
+
+    calls: list[tuple[str, list[int]]] = []
+    release = threading.Event()
+
+    def run(key: str, payloads: list[int]) -> list[int]:
+        release.wait(10)  # the first call blocks until the queue has filled behind it
+        calls.append((key, payloads))
+        return [p * 10 for p in payloads]
+
+    async def scenario() -> list[int]:
+        batcher = DynamicBatcher(run, max_batch_size=8, max_wait_ms=5, max_queue=5)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit("a", 0))
+        await asyncio.sleep(0.1)  # the first batch, [0], is running
+        rest = [asyncio.ensure_future(batcher.submit(key, i)) for i, key in enumerate("abab", start=1)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError) as full:
+            await batcher.submit("a", 5, reserved=1)  # 4 waiting + 1 reserved (a stream) = max_queue
+        assert full.value.status == 503 and full.value.code == "queue_full"
+        release.set()
+        results = await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == [0, 10, 20, 30, 40]
+    assert calls == [("a", [0]), ("a", [1, 3]), ("b", [2, 4])]
