@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def main() -> None:
     rows = []
     for setting in args.settings.split(","):
         extra = SETTINGS[setting] + (["--threads", str(args.threads)] if args.threads else [])
-        process, url = start_server(args.run, extra, Path(f"serve_load_{setting}.log"))
+        # The server's own log, kept out of the working tree and the run directory
+        process, url = start_server(args.run, extra, Path(tempfile.gettempdir()) / f"serve_load_{setting}.log")
         try:
             for endpoint in args.endpoints.split(","):
                 asyncio.run(drive(url, endpoint, 2, 3, args.max_tokens))  # warm-up, not measured
