@@ -10,7 +10,7 @@ from omegaconf import DictConfig, open_dict
 
 from ftkit.config import check, compose, register_schemas
 from ftkit.errors import FtkitError, closest, exit_on_user_error
-from ftkit.overrides import INFO_ONLY, rewrite_trainer_overrides, split_args
+from ftkit.overrides import INFO_ONLY, given_value, rewrite_trainer_overrides, split_args
 from ftkit.sweep import register_resolvers
 
 USAGE = """usage: ftkit <command> [hydra overrides and flags]
@@ -30,6 +30,8 @@ commands:
   ftkit serve --run outputs/tickets/2026-11-22/10-00-00 [--port 8000] [--api-key KEY]
 """
 COMMANDS = ["train", "eval", "predict", "export", "serve"]
+# Log lines outside Hydra's run (eval, predict, export, resume's choice of checkpoint) look like Hydra's own.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # Options of eval/predict/export that are not config keys, with their defaults.
 COMMAND_OPTIONS = {
     "eval": {"run": None, "out": None},
@@ -77,7 +79,7 @@ def run_command(command: str, args: list[str]) -> None:
             from ftkit import resume
 
             # Which checkpoint, and any skipped as incomplete, said before Hydra's logging starts
-            logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+            logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
             # The run's own directory and checkpoint, and its config (which the resumed run must equal)
             run_dir, overrides = resume.plan(cfg, overrides)
             cfg = compose(overrides)
@@ -90,7 +92,7 @@ def run_command(command: str, args: list[str]) -> None:
 
             dry_run(cfg, overrides)
             return
-    elif multirun and any(o.lstrip("+").startswith("resume=") for o in overrides):
+    elif multirun and given_value(overrides, "resume") is not None:
         raise FtkitError(
             "resume continues one run, and a sweep (-m) starts many",
             "resume each unfinished job on its own: ftkit train resume=<sweep dir>/<job number>",
@@ -128,7 +130,7 @@ def run_without_training(command: str, args: list[str]) -> None:
 
     cfg = compose(rewrite_trainer_overrides(run_overrides(options["run"]) + overrides))
     check(cfg)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     if command == "eval":
         eval_main(cfg, options["run"], options["out"])
     elif command == "export":
@@ -145,7 +147,7 @@ def check_shared_run_dir(overrides: list[str]) -> None:
     import os
 
     ranks = int(os.environ.get("WORLD_SIZE", "1"))
-    if ranks > 1 and not any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides):
+    if ranks > 1 and given_value(overrides, "hydra.run.dir") is None:
         raise FtkitError(
             f"this is one of {ranks} ranks started by a launcher, and no run directory was given, so each rank "
             "would write into its own time-stamped directory",
@@ -161,8 +163,8 @@ def refuse_existing_run_dir(overrides: list[str]) -> None:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks of one launched run share the launcher's directory
         return
-    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra.run.dir=")]
-    run_dir = Path(given[-1]).expanduser() if given else None
+    given = given_value(overrides, "hydra.run.dir")
+    run_dir = Path(given).expanduser() if given is not None else None
     if run_dir is not None and any((run_dir / name).exists() for name in ("config.yaml", "metrics.json")):
         raise FtkitError(
             f"{run_dir} already holds a run (its config.yaml or metrics.json), and ftkit does not write into it",

@@ -102,6 +102,17 @@ def rewrite_trainer_overrides(overrides: list[str]) -> list[str]:
     return rewritten
 
 
+def is_key(override: str, key: str) -> bool:
+    """Whether an override sets (or, with ~, deletes) key, with or without Hydra's + / ++ prefix."""
+    return override.lstrip("+~").split("=", 1)[0] == key
+
+
+def given_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override setting key gives it (as typed), or None when none sets it."""
+    given = [o.split("=", 1)[1] for o in overrides if "=" in o and not o.startswith("~") and is_key(o, key)]
+    return given[-1] if given else None
+
+
 def check_trainer_name(name: str, where: str) -> None:
     if name in trainer_fields.OWNED_ELSEWHERE:
         raise FtkitError(f"trainer.{name} is set by ftkit", trainer_fields.OWNED_ELSEWHERE[name], where=where)

@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from ftkit.errors import FtkitError
+from ftkit.overrides import given_value, is_key
 
 log = logging.getLogger("ftkit")
 
@@ -34,7 +35,7 @@ def plan(cfg: DictConfig, overrides: list[str]) -> tuple[Path, list[str]]:
 
     The caller composes the returned overrides and checks them with check_same_config.
     """
-    own = [o for o in overrides if not _is_key(o, "resume") and not _is_key(o, "hydra.run.dir")]
+    own = [o for o in overrides if not is_key(o, "resume") and not is_key(o, "hydra.run.dir")]
     checkpoint = None
     if cfg.resume is True:
         run_dir = _latest_run_of(cfg, _given_run_dir(overrides))
@@ -72,9 +73,11 @@ def config_differences(cfg: DictConfig, run_dir: Path) -> list[str]:
     return [f"{k}: run has {saved.get(k)!r}, now {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run; each newer, incomplete one is named in a warning."""
-    for checkpoint in sorted((run_dir / CHECKPOINTS).glob(f"{PREFIX}*"), key=step_of, reverse=True):
+def latest_checkpoint(run_dir: Path, up_to: int | None = None) -> Path | None:
+    """The newest complete checkpoint of a run (at most step up_to); each newer, incomplete one is named in a
+    warning."""
+    found = [c for c in (run_dir / CHECKPOINTS).glob(f"{PREFIX}*") if up_to is None or step_of(c) <= up_to]
+    for checkpoint in sorted(found, key=step_of, reverse=True):
         problem = incomplete(checkpoint)
         if problem is None:
             return checkpoint
@@ -111,15 +114,10 @@ def _named(path: Path) -> tuple[Path, Path | None]:
     if path.name.startswith(PREFIX) and path.parent.name == CHECKPOINTS and path.is_dir():
         run_dir = path.parent.parent
         _require_run_dir(run_dir, path)
-        problem = incomplete(path)
-        if problem is None:
-            return run_dir, path
-        log.warning("Skipping %s: %s (killed while saving?); using the previous checkpoint", path, problem)
-        earlier = [c for c in (run_dir / CHECKPOINTS).glob(f"{PREFIX}*") if step_of(c) < step_of(path)]
-        for checkpoint in sorted(earlier, key=step_of, reverse=True):
-            if incomplete(checkpoint) is None:
-                return run_dir, checkpoint
-        raise _no_checkpoint(run_dir)
+        checkpoint = latest_checkpoint(run_dir, up_to=step_of(path))  # path itself, or the one before it
+        if checkpoint is None:
+            raise _no_checkpoint(run_dir)
+        return run_dir, checkpoint
     _require_run_dir(path, path)
     return path, None
 
@@ -175,16 +173,12 @@ def _refuse_finished(run_dir: Path) -> None:
 
 def _saved_overrides(run_dir: Path) -> list[str]:
     saved = yaml.safe_load((run_dir / "overrides.yaml").read_text()) or []
-    return [o for o in saved if not _is_key(o, "resume") and not _is_key(o, "hydra.run.dir")]
+    return [o for o in saved if not is_key(o, "resume") and not is_key(o, "hydra.run.dir")]
 
 
 def _given_run_dir(overrides: list[str]) -> Path | None:
-    given = [o.split("=", 1)[1] for o in overrides if _is_key(o, "hydra.run.dir")]
-    return Path(given[-1]).expanduser() if given else None
-
-
-def _is_key(override: str, key: str) -> bool:
-    return override.lstrip("+~").split("=", 1)[0] == key
+    given = given_value(overrides, "hydra.run.dir")
+    return Path(given).expanduser() if given is not None else None
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -10,7 +10,6 @@ import hashlib
 import logging
 import resource
 import signal
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import adapter_config, load_model_and_tokenizer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
-from ftkit.resume import step_of
+from ftkit.resume import PREFIX, step_of
 from ftkit.sft_trainer import FtkitSFTTrainer
 from ftkit.sweep import in_sweep, sweep_group
 from ftkit.trl_patches import score_only_labelled_positions_on_cpu
@@ -162,11 +161,12 @@ def build_trainer(
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
     callbacks = [LogToFile(), stop_on_signal]
-    score_validation = None
+
+    def score_validation(model: Any) -> dict[str, Any]:
+        return evaluate(recipe, model, tokenizer, validation, cfg, "validation")["metrics"]
+
     if cfg.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
-        score = partial(evaluate, recipe, tokenizer=tokenizer, records=validation, cfg=cfg, which="validation")
-        score_validation = lambda model: score(model)["metrics"]  # noqa: E731
     return FtkitSFTTrainer(
         model=model,
         args=args,
@@ -176,7 +176,7 @@ def build_trainer(
         peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
         callbacks=callbacks,
         loraplus_lr_ratio=cfg.peft.get("loraplus_lr_ratio"),
-        score_validation=score_validation,
+        score_validation=score_validation if cfg.early_stopping.patience else None,
     )
 
 
@@ -230,7 +230,7 @@ def train(trainer: FtkitSFTTrainer, resume_from: Path | None) -> dict[str, Any]:
 
 def exit_after_signal(trainer: FtkitSFTTrainer, signum: int, tracker: Any) -> None:
     """The step's checkpoint is saved: say how to continue, close the tracker, exit 128 + signum (130 / 143)."""
-    checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    checkpoint = Path(trainer.args.output_dir) / f"{PREFIX}{trainer.state.global_step}"
     log.warning(
         "Stopped by %s at step %d of %d; checkpoint saved in %s. Continue this run with:\n  %s",
         signal.Signals(signum).name,
