@@ -9,6 +9,7 @@ span fields. Hydra's own run then composes the same overrides again for the real
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -317,25 +318,51 @@ def check(cfg: DictConfig) -> None:
 
 
 def _check_padding_free(cfg: DictConfig) -> None:
-    """Padding-free batches (trainer.padding_free, or packing with a bfd strategy) need a varlen attention kernel.
+    """Padding-free batches (trainer.padding_free, or packing with a bfd strategy) flatten a batch into one row.
 
-    TRL documents this but does not enforce it: under sdpa or eager the examples flattened into one row attend to
-    each other (measured here: a packed example's logits differ by ~20 from the same example alone).
+    Each example in it must attend only to itself: FlashAttention does so from the sequence boundaries; under sdpa
+    and eager, transformers finds them from the restarting position_ids and builds a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices) when there is no attention mask and no KV cache, which is TRL's
+    training path (its padding-free collator sends no mask, compute_loss turns the cache off). Checked in
+    tests/test_padding_free.py: each example's loss in a packed row equals its loss alone within 1e-4. Without that
+    detection the examples attend to each other (logits ~20 apart), so only FlashAttention is allowed; other
+    kernels are refused as not verified.
     """
     trainer = cfg.trainer
-    packing_bfd = trainer.get("packing", False) and trainer.get("packing_strategy", "bfd") in ("bfd", "bfd_split")
-    if not (trainer.get("padding_free", False) or packing_bfd):
+    padding_free = bool(trainer.get("padding_free", False))
+    packing = bool(trainer.get("packing", False))
+    packing_bfd = packing and trainer.get("packing_strategy", "bfd") in ("bfd", "bfd_split")
+    if not (padding_free or packing_bfd):
         return
+    setting = "trainer.padding_free=true" if padding_free else "trainer.packing=true (bfd)"
+    where = "trainer.padding_free" if padding_free else "trainer.packing"
     attention = cfg.model.attn_implementation
-    if attention is None or "flash" not in str(attention):
-        setting = "trainer.padding_free=true" if trainer.get("padding_free", False) else "trainer.packing=true (bfd)"
+    kept_apart = ["flash"] + (["sdpa", "eager"] if _transformers_finds_packed_sequences() else [])
+    # None lets transformers choose: sdpa, or eager for a model without sdpa support.
+    if not ((attention is None and "sdpa" in kept_apart) or any(name in str(attention) for name in kept_apart)):
         raise FtkitError(
-            f"{setting} flattens each batch into one row, which only FlashAttention keeps apart; with "
-            f"model.attn_implementation={attention} the packed examples would attend to each other",
-            "set model.attn_implementation=flash_attention_2 (CUDA, flash-attn installed), or turn it off: "
-            "trainer.padding_free=false trainer.packing=false",
-            where="trainer.padding_free" if trainer.get("padding_free", False) else "trainer.packing",
+            f"{setting} flattens each batch into one row; that its examples stay apart (do not attend to each other) "
+            f"is verified under {', '.join(kept_apart)} attention with this transformers, not {attention}",
+            f"set model.attn_implementation={'sdpa' if 'sdpa' in kept_apart else 'flash_attention_2'}, or turn "
+            "it off: trainer.padding_free=false trainer.packing=false",
+            where=where,
         )
+    if padding_free and not packing and cfg.data_checks.too_long == "truncate":
+        raise FtkitError(
+            "trainer.padding_free=true without packing does not truncate (TRL refuses max_length there), so "
+            "data_checks.too_long=truncate would train on examples longer than model.max_length",
+            "set data_checks.too_long=refuse or =drop, or raise model.max_length, or pack: trainer.packing=true",
+            where="data_checks.too_long",
+        )
+
+
+def _transformers_finds_packed_sequences() -> bool:
+    """Whether the installed transformers masks packed sequences apart under sdpa/eager (without importing it)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("transformers")  # a top-level spec: transformers itself (and torch) stay unimported
+    source = Path(next(iter(spec.submodule_search_locations or [""])) if spec else "", "masking_utils.py")
+    return source.is_file() and "def find_packed_sequence_indices(" in source.read_text()
 
 
 def _check_early_stopping(cfg: DictConfig) -> None:

@@ -125,7 +125,7 @@ def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTCon
         return SFTConfig(
             output_dir=str(run_dir / "checkpoints"),
             report_to=tracking.report_to(cfg),
-            max_length=cfg.model.max_length,
+            max_length=trl_max_length(cfg),
             # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
             use_cpu=not torch.cuda.is_available(),
             **{**recipe.sft_config, **early_stopping_arguments(cfg, recipe), **trainer_settings},
@@ -136,6 +136,19 @@ def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTCon
             "correct the trainer.* values named above",
             where="trainer",
         ) from None
+
+
+def trl_max_length(cfg: DictConfig) -> int | None:
+    """model.max_length, except None for padding-free batches without packing.
+
+    TRL refuses max_length there ("not enforced": its padding-free path does not truncate). ftkit's length check
+    (data_checks.too_long=refuse | drop) already keeps every training example within model.max_length, and
+    ftkit.config refuses too_long=truncate with padding-free batches, since nothing would truncate.
+    """
+    trainer = cfg.trainer
+    if trainer.get("padding_free", False) and not trainer.get("packing", False):
+        return None
+    return cfg.model.max_length
 
 
 def early_stopping_arguments(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:

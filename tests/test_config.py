@@ -79,14 +79,47 @@ def test_any_sftconfig_field_is_accepted_without_plus(run_ftkit):
         ("peft.r=[", ["cannot parse the override"]),
         ("model.dtype=fp8", ["model.dtype", "float32"]),
         ("recipe.labels=[A,A]", ["repeats A"]),
-        ("trainer.packing=true", ["trainer.packing", "attend to each other", "flash_attention_2"]),
-        ("trainer.padding_free=true", ["trainer.padding_free", "attn_implementation=None"]),
     ],
 )
 def test_config_mistakes_exit_2_with_the_key_and_a_fix(run_ftkit, tmp_path, override, fragments):
     result = run_ftkit("train", override)
     assert_user_error(result, "Fix:", *fragments)
     assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run directory
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.padding_free=true"],  # the model's default attention: sdpa
+        ["trainer.packing=true"],  # bfd packing is padding-free too
+        ["trainer.padding_free=true", "model.attn_implementation=eager"],
+        ["trainer.padding_free=true", "model.attn_implementation=flash_attention_2"],
+        ["trainer.packing=true", "data_checks.too_long=truncate"],  # packing truncates: TRL keeps max_length
+    ],
+)
+def test_padding_free_passes_the_checks_under_sdpa_eager_and_flash(overrides):
+    from ftkit.config import check, compose
+
+    check(compose([f"++{o}" if o.startswith("trainer.") else o for o in overrides]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (
+            ["trainer.padding_free=true", "model.attn_implementation=flex_attention"],
+            ["trainer.padding_free", "verified under flash, sdpa, eager", "not flex_attention"],
+        ),
+        (
+            ["trainer.padding_free=true", "data_checks.too_long=truncate"],
+            ["data_checks.too_long", "does not truncate", "=drop"],
+        ),
+    ],
+)
+def test_padding_free_refusals(run_ftkit, tmp_path, overrides, fragments):
+    result = run_ftkit("train", *overrides)
+    assert_user_error(result, "Fix:", *fragments)
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_debug_shows_the_traceback(run_ftkit):
@@ -105,3 +138,14 @@ def test_trainer_value_kinds():
     assert trainer_fields.check_value("learning_rate", "fast") is not None
     assert trainer_fields.check_value("bf16", None) is None
     assert trainer_fields.check_value("seed", 1.5) is not None
+
+
+def test_padding_free_needs_flash_where_transformers_cannot_keep_packed_examples_apart(monkeypatch):
+    from ftkit import config
+    from ftkit.errors import FtkitError
+
+    assert config._transformers_finds_packed_sequences()  # the installed transformers can
+    monkeypatch.setattr(config, "_transformers_finds_packed_sequences", lambda: False)
+    with pytest.raises(FtkitError, match="verified under flash attention.*not None.*flash_attention_2"):
+        config.check(config.compose(["++trainer.padding_free=true"]))
+    config.check(config.compose(["++trainer.padding_free=true", "model.attn_implementation=flash_attention_2"]))
