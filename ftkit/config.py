@@ -147,6 +147,7 @@ class FtkitConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data_checks: DataChecksConfig = field(default_factory=DataChecksConfig)
+    cache_preprocessing: bool = True  # reuse TRL's tokenized data across runs (ftkit.preprocess_cache)
     # false: a new run | true: continue the latest unfinished run of this config | <checkpoint or run directory>
     resume: Any = False
     dry_run: bool = False  # print config, launch command, data statistics, parameters and memory; then stop
@@ -324,9 +325,8 @@ def _check_padding_free(cfg: DictConfig) -> None:
     and eager, transformers finds them from the restarting position_ids and builds a block-diagonal causal mask
     (masking_utils.find_packed_sequence_indices) when there is no attention mask and no KV cache, which is TRL's
     training path (its padding-free collator sends no mask, compute_loss turns the cache off). Checked in
-    tests/test_padding_free.py: each example's loss in a packed row equals its loss alone within 1e-4. Without that
-    detection the examples attend to each other (logits ~20 apart), so only FlashAttention is allowed; other
-    kernels are refused as not verified.
+    tests/test_padding_free.py: each example's loss in a packed row equals its loss alone within 1e-4. Without it the
+    examples attend to each other (logits ~20 apart): only FlashAttention then; other kernels are not verified.
     """
     trainer = cfg.trainer
     padding_free = bool(trainer.get("padding_free", False))
@@ -334,8 +334,8 @@ def _check_padding_free(cfg: DictConfig) -> None:
     packing_bfd = packing and trainer.get("packing_strategy", "bfd") in ("bfd", "bfd_split")
     if not (padding_free or packing_bfd):
         return
-    setting = "trainer.padding_free=true" if padding_free else "trainer.packing=true (bfd)"
     where = "trainer.padding_free" if padding_free else "trainer.packing"
+    setting = f"{where}=true" + ("" if padding_free else " (bfd)")
     attention = cfg.model.attn_implementation
     kept_apart = ["flash"] + (["sdpa", "eager"] if _transformers_finds_packed_sequences() else [])
     # None lets transformers choose: sdpa, or eager for a model without sdpa support.

@@ -7,7 +7,8 @@ model.max_length are cut by TRL (keeping the first tokens, which for classificat
 - check_splits runs on the records, before any model loads: duplicates in the train split (data_checks.duplicates:
   refuse | drop | keep), and validation/test records whose input repeats a training input (always refused).
 - check_lengths runs once the tokenizer is loaded: training examples over model.max_length tokens
-  (data_checks.too_long: refuse | truncate | drop).
+  (data_checks.too_long: refuse | truncate | drop). With cache_preprocessing the token counts are kept in
+  ftkit.preprocess_cache, so a later run on the same examples and tokenizer does not count them again.
 
 Locations come from each record's "source" (file:line, or hub:<dataset>:<split>[row]), which every recipe keeps.
 Nothing heavy is imported: the tokenizer arrives as an argument.
@@ -55,7 +56,13 @@ def check_lengths(recipe: Any, cfg: DictConfig, tokenizer: Any, train_records: l
     limit = cfg.model.max_length
     if limit is None or not train_records:
         return train_records
-    lengths = example_lengths(tokenizer, [recipe.to_example(record) for record in train_records])
+    examples = [recipe.to_example(record) for record in train_records]
+    if cfg.get("cache_preprocessing", False):
+        from ftkit.preprocess_cache import cached_lengths  # imports TRL: only where training loads it anyway
+
+        lengths = cached_lengths(tokenizer, examples, lambda: example_lengths(tokenizer, examples))
+    else:
+        lengths = example_lengths(tokenizer, examples)
     over = [index for index, length in enumerate(lengths) if length > limit]
     if not over:
         return train_records

@@ -28,6 +28,7 @@ from ftkit.evaluate import evaluate
 from ftkit.interrupts import StopOnSignal, resume_command
 from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import adapter_config, load_model_and_tokenizer
+from ftkit.preprocess_cache import CachingSFTTrainer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
 from ftkit.resume import PREFIX, step_of
@@ -180,7 +181,7 @@ def build_trainer(
 
     if cfg.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
-    return FtkitSFTTrainer(
+    return CachingSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
@@ -190,6 +191,7 @@ def build_trainer(
         callbacks=callbacks,
         loraplus_lr_ratio=cfg.peft.get("loraplus_lr_ratio"),
         score_validation=score_validation if cfg.early_stopping.patience else None,
+        cache_preprocessing=cfg.cache_preprocessing,  # a later run on the same data skips tokenizing
     )
 
 
