@@ -2,16 +2,30 @@
 
 Classification is predicted by comparing these log-likelihoods, never by parsing free generation. Each label's
 tokens are taken the way TRL builds the training completion (chat template of prompt + answer, minus the
-prompt's tokens), so the end-of-turn token is scored too: that is what separates a label from a longer label
-it is a prefix of. The prompt batch runs once with a KV cache; its last position gives every label's first
-token at once, and only the remaining label tokens run again, against the cached prompt.
+prompt's tokens) up to the end-of-turn token, which is scored too: that is what separates a label from a longer
+label it is a prefix of.
+
+Where the time goes is prefill, so the work is cut three ways (sdpa and eager attention):
+- the prompt prefix every prompt shares (the system prompt and the template's head, about a third of a short
+  prompt) runs once per call; its keys/values are reused by every batch;
+- each row holds one prompt's remaining tokens followed by every label's tokens, laid out as a tree: a 4D
+  attention mask lets each label see the prompt and its own earlier tokens only, so one forward pass scores
+  all labels of a batch;
+- logits are computed only at the positions that predict a label token, and prompts are sorted by length.
+Other attention kernels (FlashAttention takes no 4D mask) run the prompt batch once with a KV cache and then
+the labels' remaining tokens, one row per (prompt, label), against copies of it.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from typing import Any
 
 import torch
+
+# Attention kernels that take an arbitrary 4D mask next to a KV cache.
+TREE_MASK_ATTENTION = ("sdpa", "eager")
 
 
 def chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[int]:
@@ -25,12 +39,19 @@ def chat_ids(tokenizer: Any, messages: list[dict[str, str]], add_generation_prom
 def label_token_ids(
     tokenizer: Any, prompt: list[dict[str, str]], labels: list[str]
 ) -> tuple[list[int], list[list[int]]]:
-    """The prompt's ids and, per label, the ids the chat template appends for that answer."""
+    """The prompt's ids and, per label, the ids the chat template appends for that answer, up to its end-of-turn.
+
+    Generation stops at the end-of-turn (eos) token, so P(label) is P(label's tokens, then eos); what a template
+    writes after it (SmolLM2's newline) is the same for every label and is not scored.
+    """
     prompt_ids = chat_ids(tokenizer, prompt, add_generation_prompt=True)
     completions = []
     for label in labels:
         full = chat_ids(tokenizer, [*prompt, {"role": "assistant", "content": label}], add_generation_prompt=False)
-        completions.append(full[len(prompt_ids) :])
+        completion = full[len(prompt_ids) :]
+        if tokenizer.eos_token_id in completion:
+            completion = completion[: completion.index(tokenizer.eos_token_id) + 1]
+        completions.append(completion)
     return prompt_ids, completions
 
 
@@ -45,14 +66,122 @@ def label_logprobs(
     # Sorting by prompt length keeps batches of similar length, so little of each batch is padding.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i][0]))
     scores = torch.empty(len(prompts), len(labels), dtype=torch.float32)
+    tree = takes_tree_masks(model, max(len(ids) + sum(map(len, labels_ids)) for ids, labels_ids in encoded))
+    prefix = shared_prefix_length([ids for ids, _ in encoded]) if tree else 0
+    prefix_cache = _run_prefix(model, encoded[0][0][:prefix]) if prefix else None
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        scores[index] = _score_batch(model, tokenizer, [encoded[i] for i in index])
+        batch = [encoded[i] for i in index]
+        if tree:
+            scores[index] = _score_batch_tree(model, tokenizer, batch, prefix, prefix_cache)
+        else:
+            scores[index] = _score_batch(model, tokenizer, batch)
     model.train(was_training)
     return scores
 
 
+def takes_tree_masks(model: Any, longest: int) -> bool:
+    """Whether the model's attention takes a custom 4D mask with a cache, and no sliding window cuts the rows."""
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    fits = window is None or longest <= window
+    return getattr(config, "_attn_implementation", None) in TREE_MASK_ATTENTION and fits
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own (its last position is scored)."""
+    limit = min(len(ids) for ids in sequences) - 1
+    first = sequences[0]
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in sequences):
+        length += 1
+    return length
+
+
+def _run_prefix(model: Any, prefix_ids: list[int]) -> Any:
+    out = model(input_ids=torch.tensor([prefix_ids], device=model.device), use_cache=True, logits_to_keep=1)
+    return out.past_key_values
+
+
+def _score_batch_tree(
+    model: Any, tokenizer: Any, batch: list[tuple[list[int], list[list[int]]]], prefix: int, prefix_cache: Any
+) -> torch.Tensor:
+    """One forward pass: each row is [left padding, prompt after the prefix, label 1 tokens, label 2 tokens, ...]."""
+    device = model.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    n_rows, n_labels = len(batch), len(batch[0][1])
+    width = max(len(ids) for ids, _ in batch) - prefix
+    # Label l is fed its tokens but the last (each predicts the next), in columns segment[l]..segment[l+1].
+    fed = [max(len(completions[label]) - 1 for _, completions in batch) for label in range(n_labels)]
+    segment = [width + sum(fed[:label]) for label in range(n_labels + 1)]
+    columns = segment[-1]
+
+    input_ids = torch.full((n_rows, columns), pad_id, dtype=torch.long)
+    positions = torch.zeros((n_rows, columns), dtype=torch.long)
+    sees = torch.zeros((n_rows, columns, prefix + columns), dtype=torch.bool)  # query column -> key column
+    sees[:, :, :prefix] = True  # the shared prefix, from the cache
+    targets = torch.zeros((n_rows, columns), dtype=torch.long)  # the token each label column predicts
+    scored = torch.zeros((n_rows, columns))
+    first_ids = torch.tensor([[completion[0] for completion in completions] for _, completions in batch])
+    for row, (ids, completions) in enumerate(batch):
+        own = ids[prefix:]
+        left = width - len(own)
+        input_ids[row, left:width] = torch.tensor(own)
+        positions[row, left:width] = prefix + torch.arange(len(own))
+        sees[row, left:width, prefix + left : prefix + width] = torch.ones(len(own), len(own)).tril().bool()
+        for label, completion in enumerate(completions):
+            start, count = segment[label], len(completion) - 1
+            if count == 0:
+                continue
+            input_ids[row, start : start + count] = torch.tensor(completion[:-1])
+            positions[row, start : start + count] = len(ids) + torch.arange(count)
+            sees[row, start : start + count, prefix + left : prefix + width] = True
+            sees[row, start : start + count, prefix + start : prefix + start + count] = (
+                torch.ones(count, count).tril().bool()
+            )
+            targets[row, start : start + count] = torch.tensor(completion[1:])
+            scored[row, start : start + count] = 1.0
+    # Every query sees itself, so a padding column is never fully masked (softmax over nothing is NaN).
+    sees[:, torch.arange(columns), prefix + torch.arange(columns)] = True
+
+    cache = None
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)  # the forward appends to it
+        cache.batch_repeat_interleave(n_rows)
+    keep = torch.arange(width - 1, columns)  # the prompt's last position, then every label column
+    logits = model(
+        input_ids=input_ids.to(device),
+        attention_mask=_attention_mask(model, sees).to(device),
+        position_ids=positions.to(device),
+        use_cache=cache is not None,
+        **{_cache_argument(model): cache},
+        logits_to_keep=keep.to(device),
+    ).logits
+    logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # [rows, 1 + label columns, vocab]
+    scores = logprobs[:, 0].gather(-1, first_ids)  # every label's first token, from the prompt's last position
+    rest = logprobs[:, 1:].gather(-1, targets[:, width:, None])[..., 0] * scored[:, width:]
+    owner = torch.zeros((columns - width, n_labels))  # which label each label column belongs to
+    for label in range(n_labels):
+        owner[segment[label] - width : segment[label + 1] - width, label] = 1.0
+    return scores + rest @ owner
+
+
+def _cache_argument(model: Any) -> str:
+    """transformers 5.x renames the forward's past_key_values to cache (the old name warns, then goes in 5.40)."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+
+
+def _attention_mask(model: Any, sees: torch.Tensor) -> torch.Tensor:
+    """sdpa takes a boolean mask (True = attend); eager adds the mask to the scores."""
+    mask = sees[:, None]
+    if model.config._attn_implementation == "eager":
+        return torch.zeros(mask.shape, dtype=model.dtype).masked_fill(~mask, torch.finfo(model.dtype).min)
+    return mask
+
+
 def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], list[list[int]]]]) -> torch.Tensor:
+    """Two passes, for attention kernels without 4D masks: the prompts with a cache, then the labels' rest."""
     device = model.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_labels = len(batch[0][1])
@@ -96,7 +225,10 @@ def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], list[l
     label_positions = prompt_lengths[:, None] + torch.arange(longest, device=device)[None, :]
     attention = torch.cat([prompt_mask.repeat_interleave(n_labels, dim=0), label_mask], dim=1)
     logits = model(
-        input_ids=inputs_t, attention_mask=attention, position_ids=label_positions, past_key_values=cache
+        input_ids=inputs_t,
+        attention_mask=attention,
+        position_ids=label_positions,
+        **{_cache_argument(model): cache},
     ).logits
     token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets_t[..., None])[..., 0]
     rest_scores = (token_logprobs * label_mask).sum(-1).view(len(batch), n_labels)

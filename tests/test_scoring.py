@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ftkit import scoring
 from ftkit.scoring import label_logprobs, label_token_ids
 
 PROMPTS = [
@@ -50,7 +51,8 @@ def test_labels_really_share_first_tokens(model_and_tokenizer):
     _, completions = label_token_ids(tokenizer, messages("x"), LABELS)
     first = [c[0] for c in completions]
     assert first[0] == first[1] == first[2]
-    assert completions[1][: len(completions[0]) - 2] == completions[0][:-2]  # "Pump" tokens prefix "Pump/Seal"
+    assert completions[1][: len(completions[0]) - 1] == completions[0][:-1]  # "Pump" tokens prefix "Pump/Seal"
+    assert all(completion[-1] == tokenizer.eos_token_id for completion in completions)  # scored up to end-of-turn
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
@@ -81,3 +83,46 @@ def test_scoring_restores_training_mode(model_and_tokenizer):
     label_logprobs(model, tokenizer, [messages("x")], LABELS)
     assert model.training
     model.eval()
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_tree_scoring_equals_exhaustive_under_each_attention(tiny_model, attention):
+    """One pass per batch (shared prefix from a cache, every label in the row under a 4D mask), eager and sdpa."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attention)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    assert scoring.takes_tree_masks(model, longest=100)
+    prompts = [messages(text) for text in PROMPTS]
+    reference = exhaustive(model, tokenizer, prompts, LABELS)
+    fast = label_logprobs(model, tokenizer, prompts, LABELS, batch_size=3)
+    torch.testing.assert_close(fast, reference, atol=1e-4, rtol=1e-5)
+
+
+def test_two_pass_path_for_attention_without_4d_masks(model_and_tokenizer, monkeypatch):
+    """FlashAttention takes no 4D mask: those models go through the prompt cache and one row per (prompt, label)."""
+    model, tokenizer = model_and_tokenizer
+    monkeypatch.setattr(scoring, "TREE_MASK_ATTENTION", ())
+    assert not scoring.takes_tree_masks(model, longest=100)
+    prompts = [messages(text) for text in PROMPTS]
+    torch.testing.assert_close(
+        label_logprobs(model, tokenizer, prompts, LABELS, batch_size=2),
+        exhaustive(model, tokenizer, prompts, LABELS),
+        atol=1e-4,
+        rtol=1e-5,
+    )
+
+
+def test_the_shared_prefix_runs_once_and_every_prompt_keeps_a_token():
+    assert scoring.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 7]]) == 2
+    assert scoring.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical prompts: the last token stays
+    assert scoring.shared_prefix_length([[1, 2, 3], [9, 2, 3]]) == 0
+
+
+def test_the_prompt_prefix_is_computed_once_per_call(model_and_tokenizer, monkeypatch):
+    """The system prompt and template head go through the model once, not once per batch."""
+    model, tokenizer = model_and_tokenizer
+    calls = []
+    original = scoring._run_prefix
+    monkeypatch.setattr(scoring, "_run_prefix", lambda m, ids: calls.append(len(ids)) or original(m, ids))
+    label_logprobs(model, tokenizer, [messages(text) for text in PROMPTS], LABELS, batch_size=2)
+    shared = len(scoring.chat_ids(tokenizer, [{"role": "system", "content": "Route the ticket."}], False))
+    assert len(calls) == 1 and calls[0] >= shared  # three batches, one prefix pass covering the system turn
