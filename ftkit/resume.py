@@ -68,7 +68,8 @@ def config_differences(cfg: DictConfig, run_dir: Path) -> list[str]:
     """'key: run has A, now B' for every value that differs from the run's config.yaml (resume itself aside)."""
     saved = _flat(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    ignored = {"resume", "dry_run"}
+    # Keys that do not change what the run computes: resuming with another value is the same run.
+    ignored = {"resume", "dry_run", "cache_preprocessing"}
     keys = sorted((set(saved) | set(now)) - ignored)
     return [f"{k}: run has {saved.get(k)!r}, now {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
 
