@@ -6,7 +6,8 @@ gives the labels, data fields and prompt, and the class only names what one text
 - Records: read with ftkit.data (JSONL, CSV, bundled:, hub:), each {"text", "label", "source": file:line}.
 - Labels: the label field holds a label name, or, when the recipe's schema has a `label_map` and it is set, a raw
   value (an int or a string, as it appears in the file) that the map turns into a label name.
-- Prediction: every label's whole token sequence is scored given the prompt (ftkit.scoring); no free text is parsed.
+- Prediction: labels are scored as whole token sequences given the prompt (ftkit.scoring), to the end only those
+  that can win unless recipe.score_all_labels; no free text is parsed.
 - Metrics: accuracy (primary), macro-F1, per-class precision/recall/F1, confusion matrix (ftkit.metrics).
 
 Nothing heavy is imported at module level: recipe modules are imported while configs are composed.
@@ -189,9 +190,19 @@ class ClassificationRecipe:
     def predict(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int) -> list[dict]:
         from ftkit.scoring import label_logprobs
 
-        scores = label_logprobs(model, tokenizer, [self.prompt(r["text"]) for r in records], self.labels, batch_size)
+        prompts = [self.prompt(r["text"]) for r in records]
+        only_winners = not self.cfg.get("score_all_labels", False)
+        scores = label_logprobs(model, tokenizer, prompts, self.labels, batch_size, only_winners=only_winners)
+        # Labels that could not win were not scored to the end (-inf): they are left out of "scores".
         return [
-            {"label": self.labels[int(row.argmax())], "scores": dict(zip(self.labels, row.tolist(), strict=True))}
+            {
+                "label": self.labels[int(row.argmax())],
+                "scores": {
+                    label: value
+                    for label, value in zip(self.labels, row.tolist(), strict=True)
+                    if value != float("-inf")
+                },
+            }
             for row in scores
         ]
 

@@ -134,6 +134,8 @@ class ClassificationRecipeConfig:
     # None: no system turn (the chat template may insert its own default); "": an empty one (fewest tokens)
     system_prompt: str | None = None
     prompt_template: str = "{text}"
+    # false: only labels that can win are scored to the end (same prediction, faster); true: all labels' scores
+    score_all_labels: bool = False
 
 
 @dataclass

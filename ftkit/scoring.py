@@ -5,15 +5,17 @@ tokens are taken the way TRL builds the training completion (chat template of pr
 prompt's tokens) up to the end-of-turn token, which is scored too: that is what separates a label from a longer
 label it is a prefix of.
 
-Where the time goes is prefill, so the work is cut three ways (sdpa and eager attention):
+Where the time goes is prefill, so the work is cut:
 - the prompt prefix every prompt shares (the system prompt and the template's head, about a third of a short
-  prompt) runs once per call; its keys/values are reused by every batch;
-- each row holds one prompt's remaining tokens followed by every label's tokens, laid out as a tree: a 4D
-  attention mask lets each label see the prompt and its own earlier tokens only, so one forward pass scores
-  all labels of a batch;
+  prompt) runs once per call, and its keys/values are reused by every batch (sdpa and eager attention);
+- every label's score: each row holds one prompt's remaining tokens followed by every label's tokens, laid out as a
+  tree: a 4D attention mask lets each label see the prompt and its own earlier tokens only, so one forward pass
+  scores all labels of a batch (sdpa and eager);
+- only_winners (what evaluation uses): the prompts run once with a KV cache, whose last position gives every
+  label's first token; then only the labels that can still win run their remaining tokens against that cache
+  (usually one per prompt), which gives the same argmax as scoring every label;
 - logits are computed only at the positions that predict a label token, and prompts are sorted by length.
-Other attention kernels (FlashAttention takes no 4D mask) run the prompt batch once with a KV cache and then
-the labels' remaining tokens, one row per (prompt, label), against copies of it.
+Attention kernels that take no 4D mask (FlashAttention) score every label with the two passes.
 """
 
 from __future__ import annotations
@@ -57,9 +59,20 @@ def label_token_ids(
 
 @torch.inference_mode()
 def label_logprobs(
-    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], labels: list[str], batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict[str, str]]],
+    labels: list[str],
+    batch_size: int = 16,
+    only_winners: bool = False,
 ) -> torch.Tensor:
-    """Sum of log-probabilities of each label's tokens given each prompt: a [len(prompts), len(labels)] tensor."""
+    """Sum of log-probabilities of each label's tokens given each prompt: a [len(prompts), len(labels)] tensor.
+
+    only_winners: score to the end only the labels that can still have the highest sum. A label's sum is at most
+    its first token's log-probability, so once some label's whole sum beats the first-token score of every label
+    not yet scored, those cannot win: they are left at -inf. The argmax is exactly that of the full scores, and
+    with long or many labels most label tokens are never run.
+    """
     was_training = model.training
     model.eval()
     encoded = [label_token_ids(tokenizer, prompt, labels) for prompt in prompts]
@@ -72,10 +85,10 @@ def label_logprobs(
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         batch = [encoded[i] for i in index]
-        if tree:
+        if tree and not only_winners:
             scores[index] = _score_batch_tree(model, tokenizer, batch, prefix, prefix_cache)
         else:
-            scores[index] = _score_batch(model, tokenizer, batch)
+            scores[index] = _score_batch(model, tokenizer, batch, prefix, prefix_cache, only_winners)
     model.train(was_training)
     return scores
 
@@ -180,56 +193,95 @@ def _attention_mask(model: Any, sees: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], list[list[int]]]]) -> torch.Tensor:
-    """Two passes, for attention kernels without 4D masks: the prompts with a cache, then the labels' rest."""
+def _score_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: list[tuple[list[int], list[list[int]]]],
+    prefix: int,
+    prefix_cache: Any,
+    only_winners: bool,
+) -> torch.Tensor:
+    """Two passes: the prompts (after the cached prefix) once with a cache, whose last position gives every
+    label's first token; then labels' remaining tokens against that cache, one row per (prompt, label): every
+    label, or with only_winners just those that can still win, in rounds."""
     device = model.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    n_labels = len(batch[0][1])
+    n_rows, n_labels = len(batch), len(batch[0][1])
 
     # 1. Prompts, left-padded so every prompt ends at the last position; explicit positions skip the padding.
-    width = max(len(ids) for ids, _ in batch)
-    prompt_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids, _ in batch], device=device)
-    prompt_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in batch], device=device)
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    own = [ids[prefix:] for ids, _ in batch]
+    width = max(len(ids) for ids in own)
+    prompt_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in own], device=device)
+    own_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in own], device=device)
+    positions = prefix + (own_mask.cumsum(-1) - 1).clamp(min=0)
+    prompt_mask = torch.cat([torch.ones((n_rows, prefix), dtype=own_mask.dtype, device=device), own_mask], dim=1)
+    cache = None
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(n_rows)
     out = model(
-        input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_argument(model): cache},
     )
-    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: every label's first token
-    scores = torch.stack(
-        [
-            torch.stack([first[b, completion[0]] for completion in completions])
-            for b, (_, completions) in enumerate(batch)
-        ]
-    )
-    rest = [[completion[1:] for completion in completions] for _, completions in batch]
-    longest = max(len(r) for per_label in rest for r in per_label)
-    if longest == 0:
-        return scores.cpu()
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()  # [rows, vocab]
+    first_ids = torch.tensor([[completion[0] for completion in completions] for _, completions in batch])
+    first_scores = first.gather(-1, first_ids)
+    scores = torch.full((n_rows, n_labels), float("-inf"))
+    done = torch.zeros((n_rows, n_labels), dtype=torch.bool)
+    pairs = [(row, label) for row in range(n_rows) for label in range(n_labels)]
+    if only_winners:
+        pairs = [(row, int(first_scores[row].argmax())) for row in range(n_rows)]
 
-    # 2. The rest of each label, fed after its prompt's cached keys/values: one row per (prompt, label).
-    # Row b*L+l feeds label l's tokens 0..T-2 and is scored on tokens 1..T-1.
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(n_labels)
+    # 2. The rest of the labels, in rounds until no label left out can beat a finished one.
+    while pairs:
+        rest = _rest_of_labels(model, out.past_key_values, prompt_mask, batch, pairs, pad_id)
+        for (row, label), value in zip(pairs, rest.tolist(), strict=True):
+            scores[row, label] = first_scores[row, label] + value
+            done[row, label] = True
+        if not only_winners:
+            break
+        best = scores.max(dim=-1, keepdim=True).values
+        pairs = [tuple(pair) for pair in ((~done) & (first_scores >= best)).nonzero().tolist()]
+    return scores
+
+
+def _rest_of_labels(
+    model: Any,
+    prompt_cache: Any,
+    prompt_mask: torch.Tensor,
+    batch: list[tuple[list[int], list[list[int]]]],
+    pairs: list[tuple[int, int]],
+    pad_id: int,
+) -> torch.Tensor:
+    """Sum of log-probabilities of tokens 1.. of label l after prompt row r, for each (r, l) in pairs."""
+    device = model.device
+    completions = [batch[row][1][label] for row, label in pairs]
+    longest = max(len(completion) - 1 for completion in completions)
+    if longest == 0:
+        return torch.zeros(len(pairs))
+    rows = torch.tensor([row for row, _ in pairs], device=device)
+    cache = copy.deepcopy(prompt_cache)  # the forward appends to it; the next round needs the prompt's alone
+    cache.batch_select_indices(rows)
+    # Row i feeds label tokens 0..T-2 and is scored on tokens 1..T-1.
     inputs, targets, mask = [], [], []
-    for _, completions in batch:
-        for completion in completions:
-            fed, wanted = completion[:-1], completion[1:]
-            pad = longest - len(fed)
-            inputs.append(fed + [pad_id] * pad)
-            targets.append(wanted + [pad_id] * pad)
-            mask.append([1] * len(fed) + [0] * pad)
-    inputs_t = torch.tensor(inputs, device=device)
-    targets_t = torch.tensor(targets, device=device)
+    for completion in completions:
+        fed, wanted = completion[:-1], completion[1:]
+        pad = longest - len(fed)
+        inputs.append(fed + [pad_id] * pad)
+        targets.append(wanted + [pad_id] * pad)
+        mask.append([1] * len(fed) + [0] * pad)
     label_mask = torch.tensor(mask, device=device)
-    prompt_lengths = prompt_mask.sum(-1).repeat_interleave(n_labels)
-    label_positions = prompt_lengths[:, None] + torch.arange(longest, device=device)[None, :]
-    attention = torch.cat([prompt_mask.repeat_interleave(n_labels, dim=0), label_mask], dim=1)
+    prompt_lengths = torch.tensor([len(batch[row][0]) for row, _ in pairs], device=device)
     logits = model(
-        input_ids=inputs_t,
-        attention_mask=attention,
-        position_ids=label_positions,
+        input_ids=torch.tensor(inputs, device=device),
+        attention_mask=torch.cat([prompt_mask[rows], label_mask], dim=1),
+        position_ids=prompt_lengths[:, None] + torch.arange(longest, device=device)[None, :],
         **{_cache_argument(model): cache},
     ).logits
+    targets_t = torch.tensor(targets, device=device)
     token_logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets_t[..., None])[..., 0]
-    rest_scores = (token_logprobs * label_mask).sum(-1).view(len(batch), n_labels)
-    return (scores + rest_scores).cpu()
+    return (token_logprobs * label_mask).sum(-1).cpu()

@@ -126,3 +126,46 @@ def test_the_prompt_prefix_is_computed_once_per_call(model_and_tokenizer, monkey
     label_logprobs(model, tokenizer, [messages(text) for text in PROMPTS], LABELS, batch_size=2)
     shared = len(scoring.chat_ids(tokenizer, [{"role": "system", "content": "Route the ticket."}], False))
     assert len(calls) == 1 and calls[0] >= shared  # three batches, one prefix pass covering the system turn
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_only_winners_gives_the_exhaustive_argmax_and_exact_scores_where_it_scores(model_and_tokenizer, batch_size):
+    model, tokenizer = model_and_tokenizer
+    prompts = [messages(text) for text in PROMPTS]
+    reference = exhaustive(model, tokenizer, prompts, LABELS)
+    fast = label_logprobs(model, tokenizer, prompts, LABELS, batch_size=batch_size, only_winners=True)
+    assert torch.equal(fast.argmax(1), reference.argmax(1))
+    scored = torch.isfinite(fast)
+    torch.testing.assert_close(fast[scored], reference[scored], atol=1e-4, rtol=1e-5)
+    # A label left out cannot win: even its first token alone is below the winner's whole sum.
+    for row, label in (~scored).nonzero().tolist():
+        assert reference[row, label] <= fast[row].max()
+
+
+def bigram_model(tiny_model, tokenizer, prompt_end: int, winner: int):
+    """The tiny Llama with its attention and MLP outputs zeroed: logits depend on the input token only. After the
+    prompt's last token `winner` gets logit 20, after `winner` the end-of-turn token does; every other logit is 0."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, tie_word_embeddings=False)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for previous, following in ((prompt_end, winner), (winner, tokenizer.eos_token_id)):
+            hidden = model.model.norm(model.model.embed_tokens.weight[previous][None])[0]
+            model.lm_head.weight[following] = 20 * hidden / hidden.dot(hidden)
+    return model.eval()
+
+
+def test_only_winners_skips_labels_that_cannot_win(tiny_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    labels = ["negative", "neutral", "positive"]
+    prompts = [messages(text) for text in PROMPTS]
+    prompt_ids, completions = label_token_ids(tokenizer, prompts[0], labels)
+    assert all(len(completion) == 2 for completion in completions)  # one label token, then end-of-turn
+    model = bigram_model(tiny_model, tokenizer, prompt_ids[-1], completions[2][0])
+    full = label_logprobs(model, tokenizer, prompts, labels, only_winners=False)
+    assert (full[:, 2] > -0.01).all() and (full[:, :2] < -19).all()  # "positive" holds nearly all the mass
+    fast = label_logprobs(model, tokenizer, prompts, labels, only_winners=True)
+    assert torch.isneginf(fast[:, :2]).all()  # their end-of-turn tokens never ran
+    torch.testing.assert_close(fast[:, 2], full[:, 2], atol=1e-5, rtol=1e-5)
