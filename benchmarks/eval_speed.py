@@ -6,8 +6,11 @@ exactly the ones ftkit scores) and the same model, it times
     mapped to a label by prefix (what most fine-tuning tutorials do);
   - generate-batched: ftkit.generation.generate, prompts sorted by length and left-padded, batches of
     --batch-size, greedy, --new-tokens tokens;
-  - label-scoring: ftkit.scoring.label_logprobs (what `ftkit train` / `ftkit eval` use): the prompt batch once
-    with a KV cache and only the last position's logits, then only the labels' remaining tokens;
+  - label-scoring: ftkit.scoring.label_logprobs with only_winners (what `ftkit train` / `ftkit eval` use): the
+    shared prompt prefix once, each prompt batch once with a KV cache and only the last position's logits, then
+    the remaining tokens of only the labels that can still win;
+  - label-scoring-all: label_logprobs scoring every label (recipe.score_all_labels=true, serve's /v1/classify):
+    one pass per batch, every label's tokens in each prompt's row under a tree attention mask;
   - exhaustive: every (prompt, label) pair as its own full forward pass, summing the label tokens' log-probs
     (the reference that label scoring must equal);
 and prints a markdown table (appended to --results when given): seconds, examples/s, speed-up over the
@@ -110,7 +113,8 @@ def main() -> None:
 
     reference, exhaustive_s = timed(exhaustive_scores, model, tokenizer, prompts, labels)
     expected = [labels[i] for i in reference.argmax(-1).tolist()]
-    scored, scoring_s = timed(label_logprobs, model, tokenizer, prompts, labels, args.batch_size)
+    scored, scoring_s = timed(label_logprobs, model, tokenizer, prompts, labels, args.batch_size, True)
+    scored_all, scoring_all_s = timed(label_logprobs, model, tokenizer, prompts, labels, args.batch_size)
     batched, batched_s = timed(generate, model, tokenizer, prompts, args.new_tokens, args.batch_size)
     single, single_s = timed(generate_per_example, model, tokenizer, prompts, args.new_tokens)
 
@@ -118,6 +122,7 @@ def main() -> None:
         ("generate-per-example", single_s, [label_of(a, labels) for a in single]),
         (f"generate-batched ({args.batch_size})", batched_s, [label_of(a, labels) for a in batched]),
         (f"label-scoring ({args.batch_size})", scoring_s, [labels[i] for i in scored.argmax(-1).tolist()]),
+        (f"label-scoring-all ({args.batch_size})", scoring_all_s, [labels[i] for i in scored_all.argmax(-1).tolist()]),
         ("exhaustive (reference)", exhaustive_s, expected),
     ]
     model_name = cfg.model.name + (f" + adapter of {args.run}" if args.run else " (base)")

@@ -129,8 +129,11 @@ def test_the_prompt_prefix_is_computed_once_per_call(model_and_tokenizer, monkey
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
-def test_only_winners_gives_the_exhaustive_argmax_and_exact_scores_where_it_scores(model_and_tokenizer, batch_size):
+def test_only_winners_gives_the_exhaustive_argmax_and_exact_scores_where_it_scores(
+    model_and_tokenizer, batch_size, monkeypatch
+):
     model, tokenizer = model_and_tokenizer
+    monkeypatch.setattr(scoring, "EXTRA_PASS_COLUMNS", -1)  # prune even where one pass would be cheaper
     prompts = [messages(text) for text in PROMPTS]
     reference = exhaustive(model, tokenizer, prompts, LABELS)
     fast = label_logprobs(model, tokenizer, prompts, LABELS, batch_size=batch_size, only_winners=True)
@@ -157,7 +160,8 @@ def bigram_model(tiny_model, tokenizer, prompt_end: int, winner: int):
     return model.eval()
 
 
-def test_only_winners_skips_labels_that_cannot_win(tiny_model):
+def test_only_winners_skips_labels_that_cannot_win(tiny_model, monkeypatch):
+    monkeypatch.setattr(scoring, "EXTRA_PASS_COLUMNS", -1)  # these short labels would otherwise all run in one pass
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     labels = ["negative", "neutral", "positive"]
     prompts = [messages(text) for text in PROMPTS]
@@ -169,3 +173,11 @@ def test_only_winners_skips_labels_that_cannot_win(tiny_model):
     fast = label_logprobs(model, tokenizer, prompts, labels, only_winners=True)
     assert torch.isneginf(fast[:, :2]).all()  # their end-of-turn tokens never ran
     torch.testing.assert_close(fast[:, 2], full[:, 2], atol=1e-5, rtol=1e-5)
+
+
+def test_few_short_labels_are_all_scored_in_one_pass(model_and_tokenizer):
+    """Pruning needs a second pass; with three one-token labels the one-pass tree is cheaper and scores them all."""
+    model, tokenizer = model_and_tokenizer
+    prompts = [messages(text) for text in PROMPTS]
+    scores = label_logprobs(model, tokenizer, prompts, ["negative", "neutral", "positive"], only_winners=True)
+    assert torch.isfinite(scores).all()
