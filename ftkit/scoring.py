@@ -121,7 +121,7 @@ def shared_prefix_length(sequences: list[list[int]]) -> int:
 
 def _run_prefix(model: Any, prefix_ids: list[int]) -> Any:
     out = model(input_ids=torch.tensor([prefix_ids], device=model.device), use_cache=True, logits_to_keep=1)
-    return out.past_key_values
+    return _cache_of(out)
 
 
 def _score_batch_tree(
@@ -193,6 +193,12 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
+def _cache_of(output: Any) -> Any:
+    """The output's KV cache: `cache` since transformers renamed it (reading past_key_values then warns)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _attention_mask(model: Any, sees: torch.Tensor) -> torch.Tensor:
     """sdpa takes a boolean mask (True = attend); eager adds the mask to the scores."""
     mask = sees[:, None]
@@ -246,7 +252,7 @@ def _score_batch(
 
     # 2. The rest of the labels, in rounds until no label left out can beat a finished one.
     while pairs:
-        rest = _rest_of_labels(model, out.past_key_values, prompt_mask, batch, pairs, pad_id)
+        rest = _rest_of_labels(model, _cache_of(out), prompt_mask, batch, pairs, pad_id)
         for (row, label), value in zip(pairs, rest.tolist(), strict=True):
             scores[row, label] = first_scores[row, label] + value
             done[row, label] = True
