@@ -90,13 +90,14 @@ def label_logprobs(
     # The tree feeds every label's tokens after the first; pruning feeds about one label's, in a second pass.
     fed = [max(len(completions[label]) - 1 for _, completions in encoded) for label in range(len(labels))]
     prune = only_winners and (not tree or sum(fed) - max(fed) > EXTRA_PASS_COLUMNS)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         batch = [encoded[i] for i in index]
         if tree and not prune:
-            scores[index] = _score_batch_tree(model, tokenizer, batch, prefix, prefix_cache)
+            scores[index] = _score_batch_tree(model, pad_id, batch, prefix, prefix_cache)
         else:
-            scores[index] = _score_batch(model, tokenizer, batch, prefix, prefix_cache, prune)
+            scores[index] = _score_batch(model, pad_id, batch, prefix, prefix_cache, prune)
     model.train(was_training)
     return scores
 
@@ -125,11 +126,10 @@ def _run_prefix(model: Any, prefix_ids: list[int]) -> Any:
 
 
 def _score_batch_tree(
-    model: Any, tokenizer: Any, batch: list[tuple[list[int], list[list[int]]]], prefix: int, prefix_cache: Any
+    model: Any, pad_id: int, batch: list[tuple[list[int], list[list[int]]]], prefix: int, prefix_cache: Any
 ) -> torch.Tensor:
     """One forward pass: each row is [left padding, prompt after the prefix, label 1 tokens, label 2 tokens, ...]."""
     device = model.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_rows, n_labels = len(batch), len(batch[0][1])
     width = max(len(ids) for ids, _ in batch) - prefix
     # Label l is fed its tokens but the last (each predicts the next), in columns segment[l]..segment[l+1].
@@ -209,7 +209,7 @@ def _attention_mask(model: Any, sees: torch.Tensor) -> torch.Tensor:
 
 def _score_batch(
     model: Any,
-    tokenizer: Any,
+    pad_id: int,
     batch: list[tuple[list[int], list[list[int]]]],
     prefix: int,
     prefix_cache: Any,
@@ -219,7 +219,6 @@ def _score_batch(
     label's first token; then labels' remaining tokens against that cache, one row per (prompt, label): every
     label, or with only_winners just those that can still win, in rounds."""
     device = model.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_rows, n_labels = len(batch), len(batch[0][1])
 
     # 1. Prompts, left-padded so every prompt ends at the last position; explicit positions skip the padding.
