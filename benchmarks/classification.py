@@ -74,19 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         epilog="Examples" + __doc__.split("Examples", 1)[1],
         formatter_class=argparse.RawTextHelpFormatter,
     )
-    parser.add_argument("--train", required=True, help="labelled data: JSONL / CSV path, bundled:... or hub:...")
-    parser.add_argument("--test", help="held-out data to draw the test subset from (default: carved out of --train)")
-    parser.add_argument("--name", help="dataset name in the results row (default: the --train file's stem)")
-    parser.add_argument("--recipe", default="sentiment", help="classification recipe (default: sentiment)")
-    parser.add_argument("--text-field", help="field holding the text (default: the recipe's)")
-    parser.add_argument("--label-field", help="field holding the label (default: the recipe's)")
-    parser.add_argument("--labels", help="comma-separated label names (default: the recipe's)")
-    parser.add_argument("--label-map", help="raw value -> label, as for recipe.label_map: '{0: negative, 1: positive}'")
-    parser.add_argument("--train-size", type=int, default=1000, help="train subset size (default: 1000)")
-    parser.add_argument("--test-size", type=int, default=500, help="test subset size (default: 500)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset draw (default: 0)")
-    parser.add_argument("--max-words", type=int, help="keep each text's first N words, for the model and the baseline")
-    parser.add_argument("--model-path", help="base model folder or hub id instead of the default SmolLM2-135M")
+    add_subset_arguments(parser, train_size=1000, test_size=500)
     parser.add_argument("--work-dir", type=Path, help="subsets and run (default: outputs/benchmarks/<name>/<time>)")
     parser.add_argument("--results", type=Path, help="markdown file to append the row to (header added if new)")
     parser.add_argument("overrides", nargs="*", help="ftkit overrides for the run, e.g. trainer.num_train_epochs=2")
@@ -96,6 +84,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {value}")
     return args
+
+
+def add_subset_arguments(parser: argparse.ArgumentParser, train_size: int, test_size: int) -> None:
+    """The data set, recipe, subset and model options shared with benchmarks/train_vs_trl.py."""
+    parser.add_argument("--train", required=True, help="labelled data: JSONL / CSV path, bundled:... or hub:...")
+    parser.add_argument("--test", help="held-out data to draw the test subset from (default: carved out of --train)")
+    parser.add_argument("--name", help="dataset name in the results (default: the --train file's stem)")
+    parser.add_argument("--recipe", default="sentiment", help="classification recipe (default: sentiment)")
+    parser.add_argument("--text-field", help="field holding the text (default: the recipe's)")
+    parser.add_argument("--label-field", help="field holding the label (default: the recipe's)")
+    parser.add_argument("--labels", help="comma-separated label names (default: the recipe's)")
+    parser.add_argument("--label-map", help="raw value -> label, as for recipe.label_map: '{0: negative, 1: positive}'")
+    parser.add_argument("--train-size", type=int, default=train_size, help=f"train subset size (default: {train_size})")
+    parser.add_argument("--test-size", type=int, default=test_size, help=f"test subset size (default: {test_size})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset draw (default: 0)")
+    parser.add_argument("--max-words", type=int, help="keep each text's first N words (for every model and baseline)")
+    parser.add_argument("--model-path", help="base model folder or hub id instead of the default SmolLM2-135M")
+
+
+def shared_overrides(args: argparse.Namespace, model_name: str) -> list[str]:
+    """ftkit overrides for the recipe, its labels and the base model, then the user's own."""
+    shared = [f"recipe={args.recipe}", *args.overrides]
+    if args.labels:
+        shared.insert(1, "recipe.labels=[" + ",".join(quote(label.strip()) for label in args.labels.split(",")) + "]")
+    if args.model_path:
+        model = [f"model.path={quote(args.model_path)}", "model.gguf_file=null", f"model.name={quote(model_name)}"]
+        shared[1:1] = model
+    return shared
+
+
+def subset_overrides(work: Path, has_label_map: bool) -> list[str]:
+    """The subsets written to work/ hold label names under text/label: no field names or label map needed."""
+    return [
+        f"recipe.data.train={quote(str(work / 'train.jsonl'))}",
+        f"recipe.data.test={quote(str(work / 'test.jsonl'))}",
+        "recipe.data.validation=null",
+        "recipe.data.text_field=text",
+        "recipe.data.label_field=label",
+        "recipe.data.max_train_examples=null",
+        *(["recipe.label_map=null"] if has_label_map else []),
+    ]
 
 
 def quote(value: str) -> str:
@@ -205,16 +234,7 @@ def results_row(name: str, model: str, train: int, test: int, metrics: dict, bas
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = args.name or Path(args.train).stem
-    shared = [f"recipe={args.recipe}", *args.overrides]
-    if args.labels:
-        shared.insert(1, "recipe.labels=[" + ",".join(quote(label.strip()) for label in args.labels.split(",")) + "]")
-    if args.model_path:
-        model = Path(args.model_path)
-        shared[1:1] = [
-            f"model.path={quote(args.model_path)}",
-            "model.gguf_file=null",
-            f"model.name={quote(model.name)}",
-        ]
+    shared = shared_overrides(args, Path(args.model_path).name if args.model_path else "")
 
     pool, held_out, labels, has_label_map = load_records(args, shared)
     train, test = draw_subsets(args, pool, held_out)
@@ -224,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     test_rows = write_subset(work / "test.jsonl", test, args.max_words)
     print(f"benchmark: {len(train_rows)} train / {len(test_rows)} test examples in {work}", flush=True)
 
-    # The subsets hold label names under text/label, so the run needs no field names or label map.
     run_dir = work / "run"
     command = [
         sys.executable,
@@ -232,13 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "ftkit.cli",
         "train",
         *shared,
-        f"recipe.data.train={quote(str(work / 'train.jsonl'))}",
-        f"recipe.data.test={quote(str(work / 'test.jsonl'))}",
-        "recipe.data.validation=null",
-        "recipe.data.text_field=text",
-        "recipe.data.label_field=label",
-        "recipe.data.max_train_examples=null",
-        *(["recipe.label_map=null"] if has_label_map else []),
+        *subset_overrides(work, has_label_map),
         "trainer.eval_strategy=no",
         "evaluate.max_examples=null",
         f"hydra.run.dir={quote(str(run_dir))}",

@@ -37,7 +37,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from classification import draw_subsets, load_records, quote, write_subset
+from classification import (
+    add_subset_arguments,
+    draw_subsets,
+    load_records,
+    quote,
+    shared_overrides,
+    subset_overrides,
+    write_subset,
+)
 
 from ftkit.config import check, compose
 from ftkit.errors import FtkitError, exit_on_user_error
@@ -62,19 +70,7 @@ FTKIT_BATCHING = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", required=True, help="labelled data: JSONL / CSV path")
-    parser.add_argument("--test", help="held-out data to draw the test subset from (default: carved out of --train)")
-    parser.add_argument("--name", help="dataset name in the results (default: the --train file's stem)")
-    parser.add_argument("--recipe", default="sentiment", help="classification recipe (default: sentiment)")
-    parser.add_argument("--text-field", help="field holding the text (default: the recipe's)")
-    parser.add_argument("--label-field", help="field holding the label (default: the recipe's)")
-    parser.add_argument("--labels", help="comma-separated label names (default: the recipe's)")
-    parser.add_argument("--label-map", help="raw value -> label, as for recipe.label_map")
-    parser.add_argument("--train-size", type=int, default=480)
-    parser.add_argument("--test-size", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset draw")
-    parser.add_argument("--max-words", type=int, help="keep each text's first N words")
-    parser.add_argument("--model-path", help="base model folder instead of the default SmolLM2-135M")
+    add_subset_arguments(parser, train_size=480, test_size=300)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -103,27 +99,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, option) < 1:
             raise FtkitError(f"--{option.replace('_', '-')} must be at least 1", "give a positive number", where=option)
     return args
-
-
-def shared_overrides(args: argparse.Namespace) -> list[str]:
-    shared = [f"recipe={args.recipe}", *args.overrides]
-    if args.labels:
-        shared.insert(1, "recipe.labels=[" + ",".join(quote(label.strip()) for label in args.labels.split(",")) + "]")
-    if args.model_path:
-        shared[1:1] = [f"model.path={quote(args.model_path)}", "model.gguf_file=null", "model.name=benchmark-model"]
-    return shared
-
-
-def subset_overrides(work: Path, has_label_map: bool) -> list[str]:
-    return [
-        f"recipe.data.train={quote(str(work / 'train.jsonl'))}",
-        f"recipe.data.test={quote(str(work / 'test.jsonl'))}",
-        "recipe.data.validation=null",
-        "recipe.data.text_field=text",
-        "recipe.data.label_field=label",
-        "recipe.data.max_train_examples=null",
-        *(["recipe.label_map=null"] if has_label_map else []),
-    ]
 
 
 def training_overrides(args: argparse.Namespace, seed: int) -> list[str]:
@@ -262,7 +237,7 @@ def tables(name: str, runs: list[dict[str, Any]], args: argparse.Namespace, exam
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     name = args.name or Path(args.train).stem
-    shared = shared_overrides(args)
+    shared = shared_overrides(args, "benchmark-model")
     pool, held_out, _, has_label_map = load_records(args, shared)
     train, test = draw_subsets(args, pool, held_out)
     work = args.work_dir or Path("outputs/benchmarks/train_vs_trl", name, time.strftime("%Y-%m-%d_%H-%M-%S"))
