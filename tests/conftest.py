@@ -24,6 +24,18 @@ def smollm2_folder() -> str:
 
 
 @pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ftkit-cache")
+
+
+@pytest.fixture(autouse=True)
+def cache_outside_home(session_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write the user's cache: ftkit code run in-process (preprocessing, model conversion) uses a
+    temporary one unless the test sets its own."""
+    monkeypatch.setenv("FTKIT_CACHE", str(session_cache))
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama with random weights and SmolLM2's tokenizer and chat template, saved as an HF folder."""
     import torch
