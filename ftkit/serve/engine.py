@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from ftkit.serve.variants import Served, Variant
 
@@ -37,6 +38,30 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """text up to the earliest stop string (excluded), and whether one was found."""
     found = [i for i in (text.find(s) for s in stops) if i >= 0]
     return (text[: min(found)], True) if found else (text, False)
+
+
+class _RowsDone(StoppingCriteria):
+    """Per row of a batch: done at its own max_tokens or once its new text holds one of its stop strings.
+
+    ended_at maps a row to how many new tokens it had when it ended; generate pads the row after that.
+    """
+
+    def __init__(self, tokenizer: Any, jobs: list[ChatJob], prompt_width: int) -> None:
+        self.tokenizer, self.jobs, self.prompt_width = tokenizer, jobs, prompt_width
+        self.ended_at: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.prompt_width
+        for row, job in enumerate(self.jobs):
+            if row in self.ended_at:
+                continue
+            new = input_ids[row, self.prompt_width :].tolist()
+            if generated >= job.max_tokens or (
+                job.stops and cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stops)[1]
+            ):
+                self.ended_at[row] = generated
+        done = [row in self.ended_at for row in range(len(self.jobs))]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def entities_in(recipe: Any, text: str, output: str) -> dict[str, Any]:
@@ -93,18 +118,33 @@ class Engine:
         return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[list[int]], max_new: int, temperature: float, top_p: float) -> list[list[int]]:
-        """New token ids per prompt, each cut after its first end-of-turn token (kept, so callers see why it ended)."""
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        max_new: int,
+        temperature: float,
+        top_p: float,
+        jobs: list[ChatJob] | None = None,
+    ) -> list[list[int]]:
+        """New token ids per prompt, each cut after its first end-of-turn token (kept, so callers see why it ended).
+
+        With jobs, a row also ends at its own max_tokens or once its text holds one of its stop strings (cut there
+        later by cut_at_stop): generation stops when every row has ended, not after the batch's largest max_tokens.
+        """
         input_ids, mask = self._inputs(prompts)
+        criteria = [_RowsDone(self.tokenizer, jobs, input_ids.shape[1])] if jobs else []
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
             max_new_tokens=max_new,
             pad_token_id=self.pad_id,
+            stopping_criteria=StoppingCriteriaList(criteria),
             **self._sampling(temperature, top_p),
         )
         rows = []
-        for row in output[:, input_ids.shape[1] :].tolist():
+        for index, row in enumerate(output[:, input_ids.shape[1] :].tolist()):
+            if criteria and index in criteria[0].ended_at:
+                row = row[: criteria[0].ended_at[index]]  # what follows is padding
             end = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), len(row))
             rows.append(row[:end])
         return rows
@@ -113,7 +153,7 @@ class Engine:
         with self.lock:
             self._use(variant)
             rows = self._generate(
-                [job.prompt_ids for job in jobs], max(job.max_tokens for job in jobs), temperature, top_p
+                [job.prompt_ids for job in jobs], max(job.max_tokens for job in jobs), temperature, top_p, jobs
             )
         results = []
         for job, row in zip(jobs, rows, strict=True):
@@ -165,7 +205,6 @@ class Engine:
         Runs generate in its own thread, holding the model lock; the caller iterates (from a worker thread). When
         the pieces are done, info holds completion_tokens and ended (an end-of-turn token was generated).
         """
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         class Halt(StoppingCriteria):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
