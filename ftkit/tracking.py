@@ -77,7 +77,15 @@ def _start_wandb(cfg: DictConfig, run_dir: Path, group: str | None) -> Any:
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
+    # A resumed run continues its W&B run: the same id, found in the run directory's wandb folder
+    # ([offline-]run-<time>-<id>). Offline, wandb starts a new file with that id; `wandb sync` uploads them in order.
+    earlier = sorted(run_dir.glob("wandb/*run-*-*/")) if cfg.get("resume") else []
+    run_id = earlier[-1].name.rsplit("-", 1)[1] if earlier else None
+    if run_id:
+        log.info("W&B: continuing run %s", run_id)
     return wandb.init(
+        id=run_id,
+        resume="allow" if run_id else None,
         project=cfg.logger.project,
         entity=cfg.logger.entity,
         group=cfg.logger.group or group,

@@ -44,10 +44,13 @@ def overrides(model: Path, *extra: str) -> list[str]:
     ]
 
 
-def ftkit(cwd: Path, *args: str, signal_at: tuple[int, str] | None = None) -> subprocess.CompletedProcess:
+def ftkit(
+    cwd: Path, *args: str, signal_at: tuple[int, str] | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`ftkit <args>` in cwd; with signal_at=(step, name) the run signals itself at that training step."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
-    env.update({"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    env.update({"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **extra})
     if signal_at:
         command = [sys.executable, str(REPO / "tests" / "signal_at_step.py"), str(signal_at[0]), signal_at[1]]
     else:
@@ -114,6 +117,27 @@ def test_sigterm_saves_a_checkpoint_and_prints_the_command_that_resumes(tiny_mod
     train = json.loads((run_dir / "metrics.json").read_text())["train"]
     assert train["global_step"] == STEPS and train["resumed_from_step"] == 6
     assert_same_weights(adapter(run_dir / "adapter"), adapter(uninterrupted / "adapter"))
+
+
+def test_a_resumed_run_continues_its_wandb_run(tiny_model, tmp_path):
+    from tests.test_sweep import no_wandb_credentials, wandb_file_records
+
+    run_dir, env = tmp_path / "run", {**no_wandb_credentials(tmp_path), "WANDB_MODE": "offline"}
+    args = overrides(tiny_model, f"hydra.run.dir={run_dir}", "logger=wandb")
+    stopped = ftkit(tmp_path, "train", *args, signal_at=(5, "SIGTERM"), env=env)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    resumed = ftkit(tmp_path, "train", "resume=run/checkpoints/checkpoint-6", env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    first, second = sorted(run_dir.glob("wandb/offline-run-*/"))  # one file per process, for `wandb sync`
+    run_id = first.name.rsplit("-", 1)[1]
+    assert second.name.endswith(f"-{run_id}") and f"W&B: continuing run {run_id}" in resumed.stdout
+
+    def logged_steps(folder: Path) -> list[int]:
+        (path,) = folder.glob("run-*.wandb")
+        return [row["train/global_step"] for row in wandb_file_records(path)["history"] if "train/loss" in row]
+
+    assert logged_steps(first) == [2, 4, 6] and logged_steps(second) == [8, 10, 12]
 
 
 def test_sigint_exits_130_with_a_checkpoint(tiny_model, tmp_path):

@@ -18,9 +18,14 @@ from tests.conftest import REPO, tiny_overrides
 
 def wandb_records(run_dir: Path) -> dict:
     """What W&B wrote for an offline run, read back from its .wandb file (a LevelDB-style log of protobufs)."""
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return wandb_file_records(path)
+
+
+def wandb_file_records(path: Path) -> dict:
+    """config, history, summary and run record of one offline run file."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     found: dict = {"config": {}, "history": [], "summary": {}, "run": None}
     for raw in _log_records(path.read_bytes()):
         record = wandb_internal_pb2.Record()
