@@ -48,14 +48,13 @@ def ftkit(
     cwd: Path, *args: str, signal_at: tuple[int, str] | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`ftkit <args>` in cwd; with signal_at=(step, name) the run signals itself at that training step."""
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
-    env.update({"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **extra})
+    full_env = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
+    full_env.update({"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})})
     if signal_at:
         command = [sys.executable, str(REPO / "tests" / "signal_at_step.py"), str(signal_at[0]), signal_at[1]]
     else:
         command = [str(Path(sys.executable).with_name("ftkit"))]
-    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
 def adapter(folder: Path) -> dict[str, torch.Tensor]:

@@ -53,15 +53,16 @@ class _RowsDone(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         generated = input_ids.shape[1] - self.prompt_width
         for row, job in enumerate(self.jobs):
-            if row in self.ended_at:
-                continue
-            new = input_ids[row, self.prompt_width :].tolist()
-            if generated >= job.max_tokens or (
-                job.stops and cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stops)[1]
-            ):
+            if row not in self.ended_at and (generated >= job.max_tokens or self._holds_stop(input_ids[row], job)):
                 self.ended_at[row] = generated
         done = [row in self.ended_at for row in range(len(self.jobs))]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    def _holds_stop(self, ids: torch.Tensor, job: ChatJob) -> bool:
+        if not job.stops:  # most requests: no decoding on the per-token path
+            return False
+        new = ids[self.prompt_width :].tolist()
+        return cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stops)[1]
 
 
 def entities_in(recipe: Any, text: str, output: str) -> dict[str, Any]:
@@ -132,19 +133,19 @@ class Engine:
         later by cut_at_stop): generation stops when every row has ended, not after the batch's largest max_tokens.
         """
         input_ids, mask = self._inputs(prompts)
-        criteria = [_RowsDone(self.tokenizer, jobs, input_ids.shape[1])] if jobs else []
+        rows_done = _RowsDone(self.tokenizer, jobs, input_ids.shape[1]) if jobs else None
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=mask,
             max_new_tokens=max_new,
             pad_token_id=self.pad_id,
-            stopping_criteria=StoppingCriteriaList(criteria),
+            stopping_criteria=StoppingCriteriaList([rows_done] if rows_done else []),
             **self._sampling(temperature, top_p),
         )
+        ended_at = rows_done.ended_at if rows_done else {}
         rows = []
         for index, row in enumerate(output[:, input_ids.shape[1] :].tolist()):
-            if criteria and index in criteria[0].ended_at:
-                row = row[: criteria[0].ended_at[index]]  # what follows is padding
+            row = row[: ended_at.get(index, len(row))]  # after a row ended, generate pads it
             end = next((i + 1 for i, token in enumerate(row) if token in self.eos_ids), len(row))
             rows.append(row[:end])
         return rows
@@ -157,7 +158,6 @@ class Engine:
             )
         results = []
         for job, row in zip(jobs, rows, strict=True):
-            row = row[: job.max_tokens]
             ended = bool(row) and row[-1] in self.eos_ids
             text, stopped = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), job.stops)
             reason = "stop" if ended or stopped else "length"
