@@ -326,7 +326,7 @@ def _check_padding_free(cfg: DictConfig) -> None:
     Each example in it must attend only to itself: FlashAttention does so from the sequence boundaries; under sdpa
     and eager, transformers finds them from the restarting position_ids and builds a block-diagonal causal mask
     (masking_utils.find_packed_sequence_indices) when there is no attention mask and no KV cache, which is TRL's
-    training path (its padding-free collator sends no mask, compute_loss turns the cache off). Checked in
+    training path (no mask from its collator, no cache); sdpa runs each example's slice alone (packed_attention.py).
     tests/test_padding_free.py: each example's loss in a packed row equals its loss alone within 1e-4. Without it the
     examples attend to each other (logits ~20 apart): only FlashAttention then; other kernels are not verified.
     """

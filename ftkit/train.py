@@ -28,6 +28,7 @@ from ftkit.evaluate import evaluate
 from ftkit.interrupts import StopOnSignal, resume_command
 from ftkit.launcher import is_main_rank, whole_model_on_each_rank
 from ftkit.models import adapter_config, load_model_and_tokenizer
+from ftkit.packed_attention import attend_within_examples
 from ftkit.preprocess_cache import CachingSFTTrainer
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.report import write_config, write_report
@@ -174,6 +175,8 @@ def build_trainer(
 ) -> FtkitSFTTrainer:
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
+    if args.padding_free or args.packing:
+        attend_within_examples()  # sdpa on each example of a flattened row, not on the row under a mask
     callbacks = [LogToFile(), stop_on_signal]
 
     def score_validation(model: Any) -> dict[str, Any]:
