@@ -21,14 +21,14 @@ from typing import Any
 import torch
 
 
-def attend_within_examples() -> bool:
-    """Register the per-example split as transformers' "sdpa" attention; True once it is in place."""
+def attend_within_examples() -> None:
+    """Register the per-example split as transformers' "sdpa" attention (once per process)."""
     from transformers import AttentionInterface
     from transformers.integrations import sdpa_attention
 
     current = AttentionInterface._global_mapping["sdpa"]
     if getattr(current, "ftkit_original", None) is not None:
-        return True
+        return
     original = sdpa_attention.sdpa_attention_forward
 
     def sdpa_within_examples(
@@ -51,7 +51,6 @@ def attend_within_examples() -> bool:
 
     sdpa_within_examples.ftkit_original = original  # type: ignore[attr-defined]
     AttentionInterface.register("sdpa", sdpa_within_examples)
-    return True
 
 
 def _example_bounds(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, kwargs: dict) -> list[int] | None:

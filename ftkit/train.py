@@ -176,7 +176,9 @@ def build_trainer(
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
     if args.padding_free or args.packing:
-        attend_within_examples()  # sdpa on each example of a flattened row, not on the row under a mask
+        attend_within_examples()
+        if model.config._attn_implementation == "sdpa":
+            log.info("Padding-free rows: sdpa attention runs on each example's slice of the row")
     callbacks = [LogToFile(), stop_on_signal]
 
     def score_validation(model: Any) -> dict[str, Any]:

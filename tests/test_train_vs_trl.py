@@ -29,7 +29,7 @@ def test_ftkit_and_the_plain_trl_script_train_the_same_adapter_at_equal_settings
         "--train-size=32",
         "--test-size=12",
         f"--model-path={tiny_model}",
-        "--variants=ftkit-random,plain",
+        "--variants=ftkit-random,plain,ftkit-padding-free",
         f"--work-dir={work}",
         f"--results={results}",
     ]
@@ -39,16 +39,18 @@ def test_ftkit_and_the_plain_trl_script_train_the_same_adapter_at_equal_settings
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
 
     # Both sides trained on the same examples in the same order with the same settings: the same tokens, steps
-    # and (up to float reordering: ftkit's loss skips unlabelled positions) the same LoRA weights.
+    # and (up to float reordering: ftkit's loss skips unlabelled positions) the same LoRA weights. Padding-free
+    # flattens the same random batches into rows, so it trains the same weights too.
     runs = [json.loads(line.split("benchmark: ", 1)[1]) for line in result.stdout.splitlines() if '"variant"' in line]
-    assert [run["variant"] for run in runs] == ["ftkit-random", "plain"]
-    assert runs[0]["tokens"] == runs[1]["tokens"] > 0
-    ftkit_adapter = load_file(work / "ftkit-random-seed42-1" / "adapter" / "adapter_model.safetensors")
+    assert [run["variant"] for run in runs] == ["ftkit-random", "plain", "ftkit-padding-free"]
+    assert runs[0]["tokens"] == runs[1]["tokens"] == runs[2]["tokens"] > 0
     plain_adapter = load_file(work / "plain-seed42-1" / "adapter" / "adapter_model.safetensors")
-    assert ftkit_adapter.keys() == plain_adapter.keys()
-    for name, weight in ftkit_adapter.items():
-        torch.testing.assert_close(weight, plain_adapter[name], atol=1e-4, rtol=1e-3)
-    assert any(weight.abs().sum() > 0 for name, weight in ftkit_adapter.items() if "lora_B" in name)  # it trained
+    for variant in ("ftkit-random", "ftkit-padding-free"):
+        ftkit_adapter = load_file(work / f"{variant}-seed42-1" / "adapter" / "adapter_model.safetensors")
+        assert ftkit_adapter.keys() == plain_adapter.keys()
+        for name, weight in ftkit_adapter.items():
+            torch.testing.assert_close(weight, plain_adapter[name], atol=1e-4, rtol=1e-3, msg=f"{variant} {name}")
+        assert any(weight.abs().sum() > 0 for name, weight in ftkit_adapter.items() if "lora_B" in name)  # trained
 
     report = results.read_text()
     assert "| variant | tokens/s ratio to the plain TRL script |" in report
