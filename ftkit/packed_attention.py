@@ -42,7 +42,7 @@ def attend_within_examples() -> None:
         bounds = _example_bounds(module, query, key, kwargs)
         if bounds is None:
             return original(module, query, key, value, attention_mask, **kwargs)
-        kwargs = {name: value for name, value in kwargs.items() if not name.startswith(("cu_seq_lens", "max_length"))}
+        kwargs = {name: arg for name, arg in kwargs.items() if not name.startswith(("cu_seq_lens", "max_length"))}
         outputs = [
             original(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
