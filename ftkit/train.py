@@ -175,10 +175,6 @@ def build_trainer(
 ) -> FtkitSFTTrainer:
     validation = splits.get("validation")
     score_only_labelled_positions_on_cpu()
-    if args.padding_free or args.packing:
-        attend_within_examples()
-        if model.config._attn_implementation == "sdpa":
-            log.info("Padding-free rows: sdpa attention runs on each example's slice of the row")
     callbacks = [LogToFile(), stop_on_signal]
 
     def score_validation(model: Any) -> dict[str, Any]:
@@ -186,7 +182,7 @@ def build_trainer(
 
     if cfg.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
-    return CachingSFTTrainer(
+    trainer = CachingSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
@@ -198,6 +194,12 @@ def build_trainer(
         score_validation=score_validation if cfg.early_stopping.patience else None,
         cache_preprocessing=cfg.cache_preprocessing,  # a later run on the same data skips tokenizing
     )
+    # TRL's own decision (padding_free, or bfd packing; wrapped packing keeps rows apart and sends no boundaries)
+    if trainer.padding_free:
+        attend_within_examples()
+        if model.config._attn_implementation == "sdpa":
+            log.info("Padding-free rows: sdpa attention runs on each example's slice of the row")
+    return trainer
 
 
 def log_rank_summary(trainer: FtkitSFTTrainer, stats: dict[str, Any]) -> None:
