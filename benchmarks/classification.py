@@ -47,11 +47,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ftkit.config import check, compose
+from ftkit.config.checks import check
+from ftkit.config.compose import compose
+from ftkit.config.overrides import rewrite_trainer_overrides
 from ftkit.errors import FtkitError, exit_on_user_error
-from ftkit.metrics import classification_metrics
-from ftkit.overrides import rewrite_trainer_overrides
 from ftkit.recipes import get_recipe_class
+from ftkit.tasks.classification import classification_metrics
 
 COLUMNS = [
     "dataset",

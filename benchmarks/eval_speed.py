@@ -4,9 +4,9 @@ On the same prompts (a seeded sample of a classification test split, read throug
 exactly the ones ftkit scores) and the same model, it times
   - generate-per-example: model.generate for one prompt at a time, greedy, --new-tokens tokens, the answer
     mapped to a label by prefix (what most fine-tuning tutorials do);
-  - generate-batched: ftkit.generation.generate, prompts sorted by length and left-padded, batches of
+  - generate-batched: ftkit.tasks.generation.generate, prompts sorted by length and left-padded, batches of
     --batch-size, greedy, --new-tokens tokens;
-  - label-scoring: ftkit.scoring.label_logprobs with only_winners (what `ftkit train` / `ftkit eval` use): the
+  - label-scoring: ftkit.tasks.scoring.label_logprobs with only_winners (what `ftkit train` / `ftkit eval` use): the
     shared prompt prefix once, each prompt batch once with a KV cache and only the last position's logits, then
     the remaining tokens of only the labels that can still win;
   - label-scoring-all: label_logprobs scoring every label (recipe.score_all_labels=true, serve's /v1/classify):
@@ -34,13 +34,14 @@ from typing import Any
 
 import torch
 
-from ftkit.config import check, compose
+from ftkit.commands.evaluate import load_for_eval, run_overrides
+from ftkit.config.checks import check
+from ftkit.config.compose import compose
+from ftkit.config.overrides import rewrite_trainer_overrides
 from ftkit.errors import exit_on_user_error
-from ftkit.evaluate import load_for_eval, run_overrides
-from ftkit.generation import generate
-from ftkit.overrides import rewrite_trainer_overrides
 from ftkit.recipes import get_recipe_class
-from ftkit.scoring import chat_ids, label_logprobs, label_token_ids
+from ftkit.tasks.generation import generate
+from ftkit.tasks.scoring import chat_ids, label_logprobs, label_token_ids
 
 
 def label_of(answer: str, labels: list[str]) -> str | None:

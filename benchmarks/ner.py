@@ -28,7 +28,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from ftkit.bio import Sentence, read_conll
+from ftkit.tasks.bio import Sentence, read_conll
 
 SPLIT_PREFIXES = {
     "train": ("train",),

@@ -4,7 +4,7 @@ SFTTrainer + LoRA with TRL's defaults (random batches padded to their longest ex
 the LM head's loss on a CPU) and only the settings the comparison must hold equal passed in: model, data,
 learning rate and schedule, epochs, batch size, max_length, seed, LoRA shape, precision and gradient
 checkpointing. Nothing of ftkit is used for training. After training, the test prompts are scored with
-ftkit.scoring.label_logprobs, the scorer `ftkit train` uses, so the two runs' accuracies differ by training only.
+ftkit.tasks.scoring.label_logprobs, the scorer `ftkit train` uses, so the two runs' accuracies differ by training only.
 
   .venv/bin/python benchmarks/plain_trl.py --model <HF folder> --train train.jsonl --test test.jsonl \\
       --labels negative,neutral,positive --out <dir>
@@ -99,7 +99,7 @@ def main() -> None:
 
 
 def test_accuracy(model: torch.nn.Module, tokenizer: AutoTokenizer, test_file: str, labels: list[str]) -> float:
-    from ftkit.scoring import label_logprobs  # the same scorer as ftkit's, so accuracy differs by training only
+    from ftkit.tasks.scoring import label_logprobs  # the same scorer as ftkit's, so accuracy differs by training only
 
     started = time.perf_counter()
     rows = [json.loads(line) for line in Path(test_file).read_text().splitlines() if line.strip()]

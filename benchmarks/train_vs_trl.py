@@ -14,7 +14,7 @@ processes, in alternation for --rounds rounds, with the same model, examples, hy
 
 For each run it reports non-pad tokens/s of training (TRL's own count of attention-mask ones over the training
 seconds), training and wall seconds, peak RSS of the process (os.wait4) and test accuracy (both scored with
-ftkit.scoring.label_logprobs, so accuracy differs by training only), then each variant's tokens/s ratio to
+ftkit.tasks.scoring.label_logprobs, so accuracy differs by training only), then each variant's tokens/s ratio to
 `plain` (mean over rounds). Markdown goes to stdout and is appended to --results.
 
   .venv/bin/python benchmarks/train_vs_trl.py --name twitter-financial-news-sentiment \\
@@ -47,11 +47,12 @@ from classification import (
     write_subset,
 )
 
-from ftkit.config import check, compose
+from ftkit.config.checks import check
+from ftkit.config.compose import compose
+from ftkit.config.overrides import rewrite_trainer_overrides
 from ftkit.errors import FtkitError, exit_on_user_error
-from ftkit.models import gguf_to_folder, resolve_source
-from ftkit.overrides import rewrite_trainer_overrides
 from ftkit.recipes import get_recipe_class
+from ftkit.training.models import gguf_to_folder, resolve_source
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {

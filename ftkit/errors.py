@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 USAGE_ERROR = 2
+# Console log lines outside Hydra's run (eval, predict, export, serve, resume's plan) look like Hydra's own.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,7 +1,9 @@
 """Task recipes. A recipe is one module here plus conf/recipe/<name>.yaml, implementing `Recipe`.
 
-A recipe knows its task and nothing about launching, logging or PEFT. Recipe modules import nothing heavy at
-module level, so configs can be checked before torch loads.
+A recipe module is thin: a subclass of a task in ftkit.tasks (classification, NER, instruct) or its own class
+(multitask), its schema (SCHEMA, when it has fields of its own) and a docstring that says what it supports and
+raises. A recipe knows its task and nothing about launching, logging or PEFT. Recipe modules import nothing heavy
+at module level, so configs can be checked before torch loads.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ class Recipe(Protocol):
 
     def score(self, predictions: list[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
         """Metrics of predictions against the records' targets; must include primary_metric."""
+
+    # ---- serving: what `ftkit serve` asks of a recipe, besides chat -----------------------------------------
+    serves: ClassVar[tuple[str, ...]]  # the requests it answers: "classify" (/v1/classify), "extract" (/v1/extract)
+
+    def prompt(self, text: str) -> list[dict[str, str]]:
+        """The chat messages that ask the model about one text (for the kinds in `serves`)."""
+
+    def classify(self, model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> list[dict[str, Any]]:
+        """With "classify" in serves: {"label", "probabilities": {label: p}} per text."""
+
+    def extract(self, model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> list[dict[str, Any]]:
+        """With "extract" in serves: {"entities": [{"text", "type", "start", "end"}], "parsed", "unaligned",
+        "output"} per text."""
 
 
 def names() -> list[str]:

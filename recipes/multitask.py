@@ -45,6 +45,7 @@ class MultitaskRecipe:
     primary_metric = "mean_primary"
     greater_is_better = True
     sft_config: ClassVar[dict[str, Any]] = {}
+    serves: ClassVar[tuple[str, ...]] = ()  # ftkit serve: chat only (a request would not say which task it is)
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:

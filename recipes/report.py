@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftkit.recipes.sft_instruct import InstructRecipe, InstructRecipeConfig
+from ftkit.tasks.instruct import InstructRecipeConfig, InstructTask
 
 SCHEMA = InstructRecipeConfig
 
 
-class ReportRecipe(InstructRecipe):
+class ReportRecipe(InstructTask):
     def score(self, predictions: list[dict], records: list[dict[str, Any]]) -> dict[str, Any]:
-        from ftkit.text_metrics import field_accuracy
+        from ftkit.tasks.text_metrics import field_accuracy
 
         metrics = super().score(predictions, records)
         metrics["field_accuracy"] = field_accuracy([p["generation"] for p in predictions], self.references(records))

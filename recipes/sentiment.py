@@ -9,9 +9,9 @@ Supports
     e.g. recipe.label_map='{0: negative, 1: positive, 2: neutral}' (a CSV "0" and a JSON 0 both match the key 0).
     Unset (null), the label field must hold the label names themselves.
   - Any label set (recipe.labels; default negative, neutral, positive): prediction scores each label's whole
-    token sequence given the prompt (ftkit.scoring), it never parses free text.
+    token sequence given the prompt (ftkit.tasks.scoring), it never parses free text.
   - Metrics: accuracy (primary), macro-F1, per-class precision/recall/F1, confusion matrix.
-The mechanics are shared with every classification recipe (ftkit.classification.ClassificationRecipe).
+The mechanics are shared with every classification recipe (ftkit.tasks.classification.ClassificationTask).
 
 Raises FtkitError (exit 2) for
   - an empty or duplicated label set, or a prompt_template without {text};
@@ -26,8 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ftkit.classification import ClassificationRecipe
-from ftkit.config import ClassificationRecipeConfig
+from ftkit.tasks.classification import ClassificationRecipeConfig, ClassificationTask
 
 
 @dataclass
@@ -38,7 +37,7 @@ class SentimentRecipeConfig(ClassificationRecipeConfig):
     label_map: Any = None
 
 
-class SentimentRecipe(ClassificationRecipe):
+class SentimentRecipe(ClassificationTask):
     item = "headline"
 
 

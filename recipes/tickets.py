@@ -5,9 +5,9 @@ Supports
     the text and label fields are configurable (recipe.data.text_field, recipe.data.label_field); bundled data:
     bundled:tickets/{train,validation,test}.jsonl.
   - Any label set (recipe.labels), including labels that share a prefix ("Pump", "Pump/Seal"): prediction scores
-    each label's whole token sequence given the prompt (ftkit.scoring), it never parses free text.
+    each label's whole token sequence given the prompt (ftkit.tasks.scoring), it never parses free text.
   - Metrics: accuracy (primary), macro-F1, per-class precision/recall/F1, confusion matrix.
-The mechanics are shared with every classification recipe (ftkit.classification.ClassificationRecipe).
+The mechanics are shared with every classification recipe (ftkit.tasks.classification.ClassificationTask).
 
 Raises FtkitError (exit 2) for
   - an empty or duplicated label set, or a prompt_template without {text};
@@ -17,10 +17,10 @@ Raises FtkitError (exit 2) for
 
 from __future__ import annotations
 
-from ftkit.classification import ClassificationRecipe
+from ftkit.tasks.classification import ClassificationTask
 
 
-class TicketsRecipe(ClassificationRecipe):
+class TicketsRecipe(ClassificationTask):
     item = "ticket"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-import ftkit.train
+import ftkit.training.run
 from ftkit.cli import main
 
 
@@ -36,6 +36,6 @@ def build_trainer_that_signals(*args: Any, **kwargs: Any) -> Any:
 
 if __name__ == "__main__":
     STEP, SIGNAL = int(sys.argv[1]), getattr(signal, sys.argv[2])  # read before ftkit hands sys.argv to Hydra
-    build_trainer = ftkit.train.build_trainer
-    ftkit.train.build_trainer = build_trainer_that_signals
+    build_trainer = ftkit.training.run.build_trainer
+    ftkit.training.run.build_trainer = build_trainer_that_signals
     main(sys.argv[3:])

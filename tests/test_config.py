@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from ftkit import trainer_fields
+from ftkit.config import trainer_fields
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -32,7 +32,8 @@ def test_cfg_job_prints_composed_config_without_torch(run_ftkit, tmp_path):
 
 def test_composing_and_checking_imports_no_torch():
     code = (
-        "import sys; from ftkit.config import compose, check; check(compose(['peft.r=4']));"
+        "import sys; from ftkit.config.compose import compose; from ftkit.config.checks import check;"
+        "check(compose(['peft.r=4']));"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules];"
         "print(heavy)"
     )
@@ -98,7 +99,8 @@ def test_config_mistakes_exit_2_with_the_key_and_a_fix(run_ftkit, tmp_path, over
     ],
 )
 def test_padding_free_passes_the_checks_under_sdpa_eager_and_flash(overrides):
-    from ftkit.config import check, compose
+    from ftkit.config.checks import check
+    from ftkit.config.compose import compose
 
     check(compose([f"++{o}" if o.startswith("trainer.") else o for o in overrides]))
 
@@ -128,7 +130,7 @@ def test_debug_shows_the_traceback(run_ftkit):
 
 
 def test_trainer_field_list_matches_installed_trl():
-    """Fails when TRL changes SFTConfig: regenerate with `python -m ftkit.trainer_fields`."""
+    """Fails when TRL changes SFTConfig: regenerate with `python -m ftkit.config.trainer_fields`."""
     checked_in = json.loads(trainer_fields.FIELDS_FILE.read_text())
     assert trainer_fields.generate()["fields"] == checked_in["fields"]
 
@@ -141,11 +143,12 @@ def test_trainer_value_kinds():
 
 
 def test_padding_free_needs_flash_where_transformers_cannot_keep_packed_examples_apart(monkeypatch):
-    from ftkit import config
+    from ftkit.config import checks
+    from ftkit.config.compose import compose
     from ftkit.errors import FtkitError
 
-    assert config._transformers_finds_packed_sequences()  # the installed transformers can
-    monkeypatch.setattr(config, "_transformers_finds_packed_sequences", lambda: False)
+    assert checks._transformers_finds_packed_sequences()  # the installed transformers can
+    monkeypatch.setattr(checks, "_transformers_finds_packed_sequences", lambda: False)
     with pytest.raises(FtkitError, match="verified under flash attention.*not None.*flash_attention_2"):
-        config.check(config.compose(["++trainer.padding_free=true"]))
-    config.check(config.compose(["++trainer.padding_free=true", "model.attn_implementation=flash_attention_2"]))
+        checks.check(compose(["++trainer.padding_free=true"]))
+    checks.check(compose(["++trainer.padding_free=true", "model.attn_implementation=flash_attention_2"]))

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.errors import FtkitError
 from ftkit.recipes import get_recipe_class
 from tests.test_config import assert_user_error

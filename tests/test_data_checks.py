@@ -1,4 +1,4 @@
-"""ftkit.data_checks on real recipe objects: duplicates (refuse / drop / keep), overlaps, lengths (refuse /
+"""ftkit.training.data_checks on real recipe objects: duplicates (refuse / drop / keep), overlaps, lengths (refuse /
 truncate / drop). The refusals through the CLI are in the bad-input corpus (tests/bad_inputs/cases.yaml)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from ftkit.config import compose
-from ftkit.data_checks import check_lengths, check_splits, example_input, example_lengths
+from ftkit.config.compose import compose
 from ftkit.errors import FtkitError
 from ftkit.recipes import get_recipe_class
+from ftkit.training.data_checks import check_lengths, check_splits, example_input, example_lengths
 
 TICKETS = [
     {"text": "gearbox on conveyor C-7 grinding at startup", "label": "Mechanical"},

@@ -54,7 +54,7 @@ def test_eval_of_the_base_model_on_another_test_file(run_ftkit, tiny_model, tmp_
 
 def test_predict_reads_stdin_and_writes_jsonl(run_ftkit, trained_run, tmp_path):
     records = [json.loads(line) for line in (trained_run / "predictions" / "finetuned.jsonl").read_text().splitlines()]
-    from ftkit.config import compose
+    from ftkit.config.compose import compose
     from ftkit.recipes import get_recipe_class
 
     test = get_recipe_class("tickets")(compose([]).recipe).load_split("test")[:3]

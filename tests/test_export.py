@@ -13,7 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
 from tests.conftest import tiny_overrides
 
@@ -103,7 +103,7 @@ def test_adapter_export_reloads_on_the_base(runs, tiny_model):
 
 
 def test_qlora_export_merges_into_the_dequantized_base(runs, tiny_model):
-    from ftkit.evaluate import load_for_eval, run_overrides
+    from ftkit.commands.evaluate import load_for_eval, run_overrides
 
     run_dir = runs["qlora"]
     result = ftkit("export", f"run={run_dir}", cwd=run_dir.parent)

@@ -16,7 +16,8 @@ def test_wheel_install_composes_and_finds_bundled_data(tmp_path):
     target = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", target, wheel], check=True)
     code = (
-        "import ftkit, ftkit.conf; from ftkit.config import compose, check; from ftkit.recipes import get_recipe_class;"
+        "import ftkit, ftkit.conf; from ftkit.config.compose import compose; from ftkit.config.checks import check;"
+        "from ftkit.recipes import get_recipe_class;"
         "cfg = compose(['peft.r=4', 'logger=wandb', 'hydra/sweeper=lora_search', 'hydra/launcher=slurm_jobs']);"
         "check(cfg);"
         "recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe);"

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from ftkit.config import check, compose
+from ftkit.config.checks import check
+from ftkit.config.compose import compose
 from ftkit.errors import FtkitError
 from ftkit.recipes import get_recipe_class
 from tests.conftest import tiny_overrides
@@ -263,7 +264,7 @@ def test_reference_nll_matches_an_unbatched_forward_pass(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftkit.text_metrics import reference_nll
+    from ftkit.tasks.text_metrics import reference_nll
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -286,7 +287,7 @@ def test_rouge_l_and_bleu_agree_with_the_libraries():
     import sacrebleu
     from rouge_score import rouge_scorer
 
-    from ftkit.text_metrics import bleu, field_accuracy, perplexity, rouge_l
+    from ftkit.tasks.text_metrics import bleu, field_accuracy, perplexity, rouge_l
 
     # LCS of "the cat sat on the mat" and "the cat lay on the mat" is 5 of 6 words each way.
     assert rouge_l(["the cat sat on the mat"], ["the cat lay on the mat"]) == pytest.approx(5 / 6)

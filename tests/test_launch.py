@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ftkit.config import compose
-from ftkit.launcher import launch_files, write_deepspeed_config
+from ftkit.config.compose import compose
+from ftkit.launch.accelerate import launch_files, write_deepspeed_config
 from tests.conftest import REPO, tiny_overrides
 
 RANK_LINE = re.compile(r"rank (\d) of (\d) \((\w+)\): trained (\d+) steps; trainable weights sha256 (\w+)")
@@ -63,10 +63,11 @@ def test_deepspeed_zero2_on_two_cpu_ranks(run_ftkit, tiny_model, tmp_path):
 
 
 def test_launch_files_work_with_accelerate_launch_directly(tiny_model, tmp_path):
-    """A user's own `accelerate launch --config_file launch/accelerate/ddp.yaml -m ftkit.cli train ...`."""
+    """A user's own `accelerate launch --config_file <ftkit/launch/configs/accelerate/ddp.yaml> -m ftkit.cli train`."""
     run_dir = tmp_path / "run"
     env = {**os.environ, "FTKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "launch/accelerate/ddp.yaml"]
+    ddp = "ftkit/launch/configs/accelerate/ddp.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ddp]
     command += ["--num_processes", "2", "--main_process_port", "0", "-m", "ftkit.cli", "train"]
     result = subprocess.run(
         [*command, *tiny_overrides(tiny_model, run_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
@@ -129,7 +130,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(run_ftkit, tiny_model, tmp_p
     out = result.stdout
     for section in ("== Config ==", "== Launch ==", "== Data", "== Parameters ==", "== Memory estimate"):
         assert section in out
-    assert "accelerate.commands.launch" in out and "launch/accelerate/deepspeed_zero2.yaml" in out
+    assert "accelerate.commands.launch" in out and "ftkit/launch/configs/accelerate/deepspeed_zero2.yaml" in out
     assert f"hydra.run.dir={run_dir}" in out  # named in the launch line, not created
     # Train split: the first 48 tickets; the counts are the tokenizer's, checked against a real run below.
     assert re.search(r"train\s+\|\s+48\s+\|", out)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.errors import FtkitError
-from ftkit.models import gguf_to_folder, load_model_and_tokenizer, resolve_source
+from ftkit.training.models import gguf_to_folder, load_model_and_tokenizer, resolve_source
 from tests.conftest import SMOLLM2_GGUF, smollm2_folder
 
 
@@ -71,7 +71,7 @@ def test_top_layers_adapts_only_the_last_layers(tiny_model):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftkit.models import adapter_config
+    from ftkit.training.models import adapter_config
 
     peft_cfg = OmegaConf.create(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
 from tests.conftest import tiny_overrides
 

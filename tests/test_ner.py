@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
 from tests.conftest import tiny_overrides
 
@@ -70,7 +70,8 @@ def test_bad_data_exits_2_with_file_and_line(run_ftkit, tmp_path, name, content,
 
 def test_composing_the_ner_config_imports_no_torch():
     code = (
-        "import sys\nfrom ftkit.config import compose, check\ncheck(compose(['recipe=ner']))\n"
+        "import sys\nfrom ftkit.config.compose import compose\nfrom ftkit.config.checks import check\n"
+        "check(compose(['recipe=ner']))\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -6,7 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from ftkit.bio import (
+from ftkit.errors import FtkitError
+from ftkit.recipes.ner import NerRecipe, NerRecipeConfig
+from ftkit.tasks.bio import (
     align_entities,
     entity_metrics,
     read_conll,
@@ -14,8 +16,6 @@ from ftkit.bio import (
     spans_to_tags,
     tags_to_spans,
 )
-from ftkit.errors import FtkitError
-from ftkit.recipes.ner import NerRecipe, NerRecipeConfig
 
 
 def make_recipe(**overrides: object) -> NerRecipe:

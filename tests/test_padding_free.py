@@ -3,7 +3,7 @@
 TRL's padding-free collator flattens a batch into one row with position_ids restarting at 0 for each example and
 no attention_mask; SFTTrainer.compute_loss runs the model with use_cache=False. transformers then finds the
 example boundaries from position_ids and builds a block-diagonal causal mask (masking_utils), so each example sees
-only itself. ftkit train instead runs sdpa on each example's slice of the row (ftkit/packed_attention.py,
+only itself. ftkit train instead runs sdpa on each example's slice of the row (ftkit/training/packed_attention.py,
 "sdpa-per-example" here). These tests compare each example's loss in a packed row with the same example alone.
 """
 
@@ -19,13 +19,13 @@ from datasets import Dataset
 from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from ftkit.config import compose
-from ftkit.models import adapter_config
-from ftkit.packed_attention import attend_within_examples
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
-from ftkit.sft_trainer import FtkitSFTTrainer
-from ftkit.train import training_arguments
-from ftkit.trl_patches import score_only_labelled_positions_on_cpu
+from ftkit.training.models import adapter_config
+from ftkit.training.packed_attention import attend_within_examples
+from ftkit.training.patches import score_only_labelled_positions_on_cpu
+from ftkit.training.run import training_arguments
+from ftkit.training.trainer import FtkitSFTTrainer
 from tests.conftest import tiny_overrides
 
 # Prompt-completion examples of different lengths, completions of several tokens each.

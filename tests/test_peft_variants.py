@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from tests.conftest import tiny_overrides
 
 
@@ -142,7 +142,7 @@ def test_unknown_target_module_names_the_models_layers(run_ftkit, tiny_model, tm
 def test_adapter_config_per_method(tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from ftkit.models import adapter_config
+    from ftkit.training.models import adapter_config
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     peft = compose(["peft=dora"]).peft
@@ -155,10 +155,10 @@ def test_adapter_config_per_method(tiny_model):
 
 
 def test_loraplus_gives_b_matrices_the_larger_learning_rate(tiny_model, tmp_path):
-    from ftkit.interrupts import StopOnSignal
-    from ftkit.models import load_model_and_tokenizer
     from ftkit.recipes import get_recipe_class
-    from ftkit.train import build_trainer, load_splits, training_arguments
+    from ftkit.training.callbacks import StopOnSignal
+    from ftkit.training.models import load_model_and_tokenizer
+    from ftkit.training.run import build_trainer, load_splits, training_arguments
 
     overrides = tiny_overrides(tiny_model, tmp_path / "run", "peft.loraplus_lr_ratio=8", "trainer.learning_rate=1e-3")
     cfg = compose([o for o in overrides if not o.startswith("hydra.")])

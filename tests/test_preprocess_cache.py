@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
-from ftkit.config import compose
-from ftkit.data_checks import example_lengths
-from ftkit.preprocess_cache import CachingSFTTrainer, cached_lengths, every_rank_has, preparation_key
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
-from ftkit.train import training_arguments
+from ftkit.training.data_checks import example_lengths
+from ftkit.training.preprocess_cache import cached_lengths, every_rank_has, preparation_key
+from ftkit.training.run import training_arguments
+from ftkit.training.trainer import FtkitSFTTrainer
 from tests.conftest import tiny_overrides
 
 REUSED = "Preprocessed train data reused from"
@@ -47,7 +48,7 @@ def build(tiny_model: Path, tmp_path: Path, examples: list[dict[str, Any]], *ove
         ]
     )
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
-    return CachingSFTTrainer(
+    return FtkitSFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model),
         args=training_arguments(cfg, recipe, tmp_path),
         train_dataset=Dataset.from_list(examples),

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ftkit.resume import latest_checkpoint
+from ftkit.commands.resume import latest_checkpoint
 from tests.conftest import REPO
 
 STEPS = 12

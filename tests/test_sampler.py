@@ -6,7 +6,7 @@ import random
 
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from ftkit.sft_trainer import EpochSeededLengthGroupedSampler
+from ftkit.training.trainer import EpochSeededLengthGroupedSampler
 
 _RNG = random.Random(0)
 LENGTHS = [_RNG.randint(5, 200) for _ in range(203)]  # 25 batches of 8 and a short one of 3

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ftkit import scoring
-from ftkit.scoring import label_logprobs, label_token_ids
+from ftkit.tasks import scoring
+from ftkit.tasks.scoring import label_logprobs, label_token_ids
 
 PROMPTS = [
     "pump P-101 leaking at seal",

@@ -12,10 +12,11 @@ from collections import Counter
 import pytest
 from omegaconf import OmegaConf
 
-from ftkit.classification import ClassificationRecipe
-from ftkit.config import check, compose
+from ftkit.config.checks import check
+from ftkit.config.compose import compose
 from ftkit.errors import FtkitError
 from ftkit.recipes import get_recipe_class
+from ftkit.tasks.classification import ClassificationTask
 from tests.conftest import REPO, tiny_overrides
 from tests.test_config import assert_user_error
 
@@ -55,15 +56,6 @@ def test_bundled_sentiment_data():
     # The default cap takes a balanced prefix of train.jsonl.
     default = sentiment_recipe().load_split("train")
     assert len(default) == 450 and set(Counter(r["label"] for r in default).values()) == {150}
-
-
-def test_bundled_files_are_the_generators_output(tmp_path):
-    folder = REPO / "recipes/data/sentiment"
-    subprocess.run(
-        [sys.executable, str(folder / "generate.py"), "--out", str(tmp_path)], check=True, capture_output=True
-    )
-    for split in ("train", "validation", "test"):
-        assert (tmp_path / f"{split}.jsonl").read_bytes() == (folder / f"{split}.jsonl").read_bytes(), split
 
 
 def test_label_map_matches_ints_and_strings_as_written(tmp_path):
@@ -115,12 +107,12 @@ def test_label_map_that_maps_one_value_twice_is_refused():
         {"labels": LABELS, "prompt_template": "{text}", "label_map": {0: "negative", "0": "neutral"}}
     )
     with pytest.raises(FtkitError, match="maps 0 twice"):
-        ClassificationRecipe.check_config(cfg)
+        ClassificationTask.check_config(cfg)
 
 
 def test_composing_sentiment_imports_nothing_heavy():
     code = (
-        "import sys; from ftkit.config import compose, check;"
+        "import sys; from ftkit.config.compose import compose; from ftkit.config.checks import check;"
         f"check(compose(['recipe=sentiment', {TWITTER_MAP!r}]));"
         "print([m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'sklearn') if m in sys.modules])"
     )

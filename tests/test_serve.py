@@ -205,17 +205,16 @@ def test_extract_gives_entities_with_offsets(server):
 
 
 def test_entity_offsets_index_the_text():
-    from ftkit.config import compose
+    from ftkit.config.compose import compose
     from ftkit.recipes import get_recipe_class
-    from ftkit.serve.engine import entities_in
 
     recipe = get_recipe_class("ner")(compose(["recipe=ner", "recipe.entity_types=[Disease]"]).recipe)
     text = "Gout flares, then gout again; asthma too."
-    result = entities_in(recipe, text, "Disease: gout\nDisease: asthma\nDisease: lupus")
+    result = recipe.locate(text, "Disease: gout\nDisease: asthma\nDisease: lupus")
     assert result["parsed"] and result["unaligned"] == 1  # lupus is not in the text
     assert [(e["start"], e["end"]) for e in result["entities"]] == [(18, 22), (30, 36)]  # exact case first
     assert all(text[e["start"] : e["end"]].casefold() == e["text"].casefold() for e in result["entities"])
-    assert entities_in(recipe, text, "not an answer")["parsed"] is False
+    assert recipe.locate(text, "not an answer")["parsed"] is False
 
 
 def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server, client):

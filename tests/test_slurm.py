@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ftkit.config import compose
-from ftkit.launcher import accelerate_command
-from ftkit.slurm import render_sbatch
+from ftkit.config.compose import compose
+from ftkit.launch.accelerate import accelerate_command
+from ftkit.launch.slurm import render_sbatch
 from tests.conftest import tiny_overrides
 
 # A Hydra-quoted value with a quote, a variable, a command substitution and a `;`: it must reach the ranks as is.

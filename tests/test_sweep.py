@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftkit.sweep import minutes, write_leaderboard, write_result
+from ftkit.commands.sweep import minutes, write_leaderboard, write_result
 from tests.conftest import REPO, tiny_overrides
 
 
@@ -232,11 +232,12 @@ def test_submitit_sweep_runs_each_job_as_a_slurm_job(slurm_cluster, run_ftkit, t
 
 
 def test_wandb_sweep_definition_drives_ftkit_with_its_overrides():
-    from ftkit.config import check, compose
-    from ftkit.overrides import rewrite_trainer_overrides
+    from ftkit.config.checks import check
+    from ftkit.config.compose import compose
+    from ftkit.config.overrides import rewrite_trainer_overrides
     from ftkit.recipes import get_recipe_class
 
-    spec = yaml.safe_load((REPO / "launch" / "wandb" / "sweep.yaml").read_text())
+    spec = yaml.safe_load((REPO / "ftkit" / "launch" / "configs" / "wandb" / "sweep.yaml").read_text())
     assert spec["program"] == "ftkit" and spec["command"][1:4] == ["ftkit", "train", "logger=wandb"]
     assert spec["command"][-1] == "${args_no_hyphens}"  # the agent's key=value pairs, as Hydra overrides
     first = {name: p["values"][0] if "values" in p else p["min"] for name, p in spec["parameters"].items()}

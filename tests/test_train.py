@@ -8,9 +8,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ftkit.config import compose
+from ftkit.config.compose import compose
 from ftkit.recipes import get_recipe_class
-from ftkit.scoring import label_logprobs
+from ftkit.tasks.scoring import label_logprobs
 from tests.conftest import tiny_overrides
 
 

@@ -22,7 +22,7 @@ def loss_and_grads(model_dir, input_ids, labels):
 def test_compact_lm_head_matches_trl_default(tiny_model, monkeypatch):
     import trl.trainer.utils as trl_utils
 
-    from ftkit.trl_patches import score_only_labelled_positions_on_cpu
+    from ftkit.training.patches import score_only_labelled_positions_on_cpu
 
     torch.manual_seed(0)
     input_ids = torch.randint(0, 1000, (3, 12))

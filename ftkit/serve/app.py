@@ -26,8 +26,8 @@ from starlette.exceptions import HTTPException
 from ftkit.serve.batching import DynamicBatcher
 from ftkit.serve.engine import ChatJob, Engine, cut_at_stop
 from ftkit.serve.guard import Guard
-from ftkit.serve.metrics import CONTENT_TYPE, Metrics
 from ftkit.serve.options import ServeOptions
+from ftkit.serve.prometheus import CONTENT_TYPE, Metrics
 from ftkit.serve.protocol import ApiError, ChatRequest, TextsRequest, error_body
 from ftkit.serve.variants import Router, Served, Variant
 
@@ -155,7 +155,7 @@ def run_batch(engine: Engine, key: Hashable, payloads: list[Any]) -> list[Any]:
     if kind == "chat":
         return engine.chat(variant, key[2], key[3], payloads)  # type: ignore[index]
     flat = [text for texts in payloads for text in texts]
-    results = engine.classify(variant, flat) if kind == "classify" else engine.extract(variant, flat)
+    results = engine.run_task(variant, kind, flat)
     split, start = [], 0
     for texts in payloads:
         split.append(results[start : start + len(texts)])

@@ -1,4 +1,7 @@
-"""Model calls for the server: batched chat generation, label scoring, entity extraction, and one-row streaming.
+"""Model calls for the server: batched chat generation, one-row streaming, and the recipes' own tasks.
+
+Classification and entity extraction are the recipe's (Recipe.classify / Recipe.extract, the same code `ftkit eval`
+scores with); the engine only runs them on the right adapter, one at a time.
 
 Every call runs in a worker thread (never on the event loop) and holds one lock, so exactly one forward pass
 runs at a time whatever mix of batches and streams is in flight; the lock also makes set_adapter safe, since the
@@ -63,26 +66,6 @@ class _RowsDone(StoppingCriteria):
             return False
         new = ids[self.prompt_width :].tolist()
         return cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), job.stops)[1]
-
-
-def entities_in(recipe: Any, text: str, output: str) -> dict[str, Any]:
-    """The entities a NER answer names, placed in text: the recipe's parser, then ftkit.bio's alignment of each
-    mention onto the text's tokens (the rules `ftkit eval` scores with), turned into character offsets.
-
-    A mention found nowhere in the text is dropped and counted in "unaligned"; "parsed" is false for an answer
-    that is not the recipe's format at all (then there are no entities).
-    """
-    from ftkit.bio import align_entities, tokenize
-
-    parsed = recipe.parse_output(output)
-    offsets = tokenize(text)
-    found = [(entity["text"], entity["type"]) for entity in parsed or []]
-    spans, unaligned = align_entities(found, [text[start:end] for start, end in offsets])
-    entities = []
-    for first, last, kind in spans:
-        start, end = offsets[first][0], offsets[last - 1][1]
-        entities.append({"text": text[start:end], "type": kind, "start": start, "end": end})
-    return {"entities": entities, "parsed": parsed is not None, "unaligned": unaligned, "output": output}
 
 
 class Engine:
@@ -164,38 +147,12 @@ class Engine:
             results.append(ChatResult(text, reason, len(job.prompt_ids), len(row)))
         return results
 
-    def classify(self, variant: Variant, texts: list[str]) -> list[dict[str, Any]]:
-        """Each text's label and the labels' probabilities (label log-likelihoods normalised over the labels)."""
-        from ftkit.scoring import label_logprobs
-
-        recipe = variant.recipe
-        prompts = [recipe.prompt(text) for text in texts]
+    def run_task(self, variant: Variant, kind: str, texts: list[str]) -> list[dict[str, Any]]:
+        """The variant's recipe answers a batch of texts: kind is one of its `serves` ("classify", "extract")."""
+        task = getattr(variant.recipe, kind)  # the Router only sends a kind the recipe serves
         with self.lock:
             self._use(variant)
-            scores = label_logprobs(
-                self.model, self.tokenizer, prompts, recipe.labels, batch_size=min(len(prompts), 64)
-            )
-        probabilities = torch.softmax(scores, dim=-1)
-        return [
-            {
-                "label": recipe.labels[int(row.argmax())],
-                "probabilities": dict(zip(recipe.labels, [round(p, 6) for p in row.tolist()], strict=True)),
-            }
-            for row in probabilities
-        ]
-
-    def extract(self, variant: Variant, texts: list[str]) -> list[dict[str, Any]]:
-        """Entities per text with character offsets, from greedy generation (see entities_in)."""
-        recipe = variant.recipe
-        prompts = [self.prompt_ids(recipe.prompt(text)) for text in texts]
-        with self.lock:
-            self._use(variant)
-            rows = self._generate(prompts, variant.extract_tokens, 0.0, 1.0)
-        results = []
-        for text, row in zip(texts, rows, strict=True):
-            output = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-            results.append(entities_in(recipe, text, output))
-        return results
+            return task(self.model, self.tokenizer, texts, min(len(texts), 64))
 
     def stream(
         self, variant: Variant, job: ChatJob, temperature: float, top_p: float, stop: threading.Event, info: dict

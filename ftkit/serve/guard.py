@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from ftkit.serve.metrics import Metrics
+from ftkit.serve.prometheus import Metrics
 from ftkit.serve.protocol import error_body
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/classify", "/v1/extract", "/v1/models")

@@ -1,7 +1,7 @@
 """`ftkit serve` flags: parsed with argparse, every bad value turned into one ftkit error paragraph (exit 2).
 
-serve takes flags rather than Hydra overrides: it composes no new config, it replays each run's own (ftkit.evaluate
-.run_overrides), so the prompts, labels and base model are the ones each adapter was trained with.
+serve takes flags rather than Hydra overrides: it composes no new config, it replays each run's own
+(ftkit.config.compose.run_config), so the prompts, labels and base model are the ones each adapter was trained with.
 """
 
 from __future__ import annotations

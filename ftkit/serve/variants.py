@@ -1,11 +1,12 @@
 """The served variants: one base model loaded once, each run's adapter on it by name, and weighted routing.
 
-Every run is composed from its own overrides (ftkit.evaluate.run_overrides), so each variant keeps its recipe's
-prompt, labels and entity types. Adapters share one base in memory (peft's load_adapter / set_adapter), which is
-why every run must name the same base model; a peft=none run saved a whole model and can only be served alone.
-Routing: a request naming a model gets it; one naming none is routed by the variants' weights, among those that
-can answer that kind of request, with the draw taken from a hash of `user` when given, so a user stays on one
-variant for as long as the weights stay the same.
+Every run is composed from its own overrides (ftkit.config.compose.run_config), so each variant keeps its
+recipe's prompt, labels and entity types; what a variant answers besides chat is what its recipe serves
+(Recipe.serves). Adapters share one base in memory (peft's load_adapter / set_adapter), which is why every run
+must name the same base model; a peft=none run saved a whole model and can only be served alone. Routing: a
+request naming a model gets it; one naming none is routed by the variants' weights, among those that can answer
+that kind of request, with the draw taken from a hash of `user` when given, so a user stays on one variant for as
+long as the weights stay the same.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftkit.errors import FtkitError
+from ftkit.run_dir import RunDir
 from ftkit.serve.options import RunSpec
 from ftkit.serve.protocol import ApiError
 
 log = logging.getLogger("ftkit")
-
-KINDS = ("chat", "classify", "extract")
 
 
 @dataclass
@@ -34,7 +34,6 @@ class Variant:
     recipe_name: str
     adapter: str | None  # the peft adapter name, None for a peft=none run's whole model
     kinds: tuple[str, ...]
-    extract_tokens: int = 0  # NER: the recipe's generation budget
     created: int = 0
 
 
@@ -54,24 +53,11 @@ def load(runs: list[RunSpec]) -> Served:
     """Compose every run's config, check they share one base, load it once and put each adapter on it."""
     import os
 
-    from ftkit.classification import ClassificationRecipe
-    from ftkit.config import check, compose
-    from ftkit.evaluate import load_for_eval, run_overrides, trained_weights
-    from ftkit.overrides import rewrite_trainer_overrides
+    from ftkit.config.compose import run_config
     from ftkit.recipes import get_recipe_class
-    from ftkit.recipes.ner import NerRecipe
 
-    configs = []
-    for run in runs:
-        if trained_weights(run.run_dir) is None or not (run.run_dir / "overrides.yaml").is_file():
-            raise FtkitError(
-                f"{run.run_dir} is not an ftkit run directory (no adapter/ or model/, or no overrides.yaml)",
-                "pass the directory `ftkit train` printed at the end, e.g. --run outputs/tickets/<date>/<time>",
-                where="--run",
-            )
-        cfg = compose(rewrite_trainer_overrides(run_overrides(str(run.run_dir))))
-        check(cfg)
-        configs.append(cfg)
+    finished = [RunDir.finished(run.run_dir, where="--run", command="ftkit serve") for run in runs]
+    configs = [run_config(run_dir, []) for run_dir in finished]
     first = configs[0]
     for run, cfg in zip(runs[1:], configs[1:], strict=True):
         if _same_base(cfg) != _same_base(first):
@@ -81,7 +67,7 @@ def load(runs: list[RunSpec]) -> Served:
                 "serve runs of one base model (and all QLoRA or none) together, and others from a second server",
                 where="--run",
             )
-    whole = [run for run in runs if trained_weights(run.run_dir).name == "model"]  # type: ignore[union-attr]
+    whole = [run for run, run_dir in zip(runs, finished, strict=True) if run_dir.trained_weights() == run_dir.model_dir]
     if whole and len(runs) > 1:
         raise FtkitError(
             f"{whole[0].run_dir} is a peft=none run (a whole saved model), which cannot share a base with others",
@@ -98,15 +84,17 @@ def load(runs: list[RunSpec]) -> Served:
         )
 
     if whole:
-        model, tokenizer = load_for_eval(first, str(runs[0].run_dir))
+        from ftkit.training.models import load_trained
+
+        model, tokenizer = load_trained(first, finished[0])
     else:
         from peft import PeftModel
 
-        from ftkit.models import load_model_and_tokenizer
+        from ftkit.training.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(first.model, first.peft)
-        for index, (run, name) in enumerate(zip(runs, names, strict=True)):
-            adapter = str(trained_weights(run.run_dir))
+        for index, (run_dir, name) in enumerate(zip(finished, names, strict=True)):
+            adapter = str(run_dir.trained_weights())
             if index == 0:
                 model = PeftModel.from_pretrained(model, adapter, adapter_name=name)
             else:
@@ -115,13 +103,6 @@ def load(runs: list[RunSpec]) -> Served:
     served = Served(model=model, tokenizer=tokenizer, base_name=str(first.model.name))
     for run, name, cfg in zip(runs, names, configs, strict=True):
         recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
-        kinds = ["chat"]
-        extract_tokens = 0
-        if isinstance(recipe, ClassificationRecipe):
-            kinds.append("classify")
-        if isinstance(recipe, NerRecipe):
-            kinds.append("extract")
-            extract_tokens = recipe.max_new_tokens(tokenizer)
         served.variants[name] = Variant(
             name=name,
             run_dir=str(run.run_dir),
@@ -129,8 +110,7 @@ def load(runs: list[RunSpec]) -> Served:
             recipe=recipe,
             recipe_name=cfg.recipe.name,
             adapter=None if whole else name,
-            kinds=tuple(kinds),
-            extract_tokens=extract_tokens,
+            kinds=("chat", *recipe.serves),
             created=int(os.path.getmtime(run.run_dir)),
         )
         log.info("serving %s (%s, weight %g) from %s", name, cfg.recipe.name, run.weight, run.run_dir)

@@ -1,0 +1,136 @@
+"""`ftkit eval` (a recipe's metrics on a test file) and `ftkit predict` (JSONL predictions), without training.
+
+Both start from the same config as `ftkit train`. Given `run=<run directory>`, they first replay that run's
+command-line overrides (its overrides.yaml), so the recipe, labels, prompt and base model are the ones the adapter
+was trained with, then apply the new ones (e.g. `recipe.data.test=other.jsonl`), and load the run's adapter on
+top of the base model (in 4 bits for a peft=qlora run, as it trained), or the whole fine-tuned model a peft=none
+run saved in <run>/model. Without `run=` they use the base model alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from omegaconf import DictConfig
+
+from ftkit.config.compose import run_config
+from ftkit.config.overrides import parse_command_options
+from ftkit.errors import FtkitError
+from ftkit.run_dir import EVAL_PREDICTIONS, METRICS, RunDir
+
+log = logging.getLogger("ftkit")
+
+
+def eval_command(args: list[str]) -> None:
+    """ftkit eval [run=<run dir>] [out=<dir>] [overrides]"""
+    options, overrides = parse_command_options("eval", args, {"run": None, "out": None})
+    run = RunDir.finished(options["run"], where="run", command="ftkit eval") if options["run"] else None
+    cfg = run_config(run, overrides)
+    eval_main(cfg, run, options["out"])
+
+
+def predict_command(args: list[str]) -> None:
+    """ftkit predict [run=<run dir>] [input=<file>|-] [output=<file>|-] [overrides]"""
+    options, overrides = parse_command_options("predict", args, {"run": None, "input": "-", "output": "-"})
+    run = RunDir.finished(options["run"], where="run", command="ftkit predict") if options["run"] else None
+    cfg = run_config(run, overrides)
+    count = predict_main(cfg, run, options["input"], options["output"])
+    log.info("wrote %d predictions to %s", count, options["output"])
+
+
+def eval_main(cfg: DictConfig, run: RunDir | None, out_dir: str | None) -> Path:
+    """`ftkit eval`: score the test split; write metrics.json, predictions.jsonl and a summary to out_dir."""
+    from ftkit.recipes import get_recipe_class
+    from ftkit.tasks.evaluation import evaluate
+    from ftkit.training.models import load_trained
+
+    recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+    records = recipe.load_split("test")
+    if records is None:
+        raise FtkitError("no test split is set, so there is nothing to evaluate", "set recipe.data.test=<file>")
+    records = records[: cfg.evaluate.max_examples] if cfg.evaluate.max_examples else records
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    default = run.evaluations_dir / stamp if run else Path("outputs") / "eval" / cfg.recipe.name / stamp
+    target = Path(out_dir) if out_dir else default
+    if target.exists() and any(target.iterdir()):
+        raise FtkitError(f"{target} exists and is not empty", "pick a new out=<directory>", where="out")
+    target.mkdir(parents=True, exist_ok=True)
+
+    model, tokenizer = load_trained(cfg, run)
+    weights = run.trained_weights() if run else None
+    which = "fine-tuned" if run else "base"
+    result = evaluate(recipe, model, tokenizer, records, cfg.evaluate.batch_size, which)
+    summary = {
+        "model": cfg.model.name,
+        "adapter": str(weights) if run and weights == run.adapter_dir else None,
+        "finetuned_model": str(weights) if run and weights == run.model_dir else None,  # peft=none runs
+        "test": cfg.recipe.data.test,
+        "primary_metric": recipe.primary_metric,
+        "metrics": result["metrics"],
+        "seconds": result["seconds"],
+    }
+    (target / METRICS).write_text(json.dumps(summary, indent=2) + "\n")
+    with (target / EVAL_PREDICTIONS).open("w") as out:
+        for prediction in result["predictions"]:
+            out.write(json.dumps(prediction) + "\n")
+    headline = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    print("\n| metric | " + which + " |\n| --- | --- |")
+    for name, value in headline.items():
+        print(f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |")
+    print(f"Evaluation written to {target}\n", flush=True)
+    return target
+
+
+def predict_main(cfg: DictConfig, run: RunDir | None, source: str, destination: str) -> int:
+    """`ftkit predict`: JSONL records in (file or '-' for stdin), one JSON prediction per line out."""
+    from ftkit.recipes import get_recipe_class
+    from ftkit.training.models import load_trained
+
+    recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+    inputs = _read_inputs(recipe, source)
+    model, tokenizer = load_trained(cfg, run)
+    predictions = recipe.predict(model, tokenizer, [record for _, record in inputs], cfg.evaluate.batch_size)
+    out: TextIO = sys.stdout if destination == "-" else open(destination, "w")  # noqa: SIM115
+    try:
+        for (raw, _), prediction in zip(inputs, predictions, strict=True):
+            out.write(json.dumps({"input": raw, "prediction": prediction}) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return len(predictions)
+
+
+def _read_inputs(recipe: Any, source: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(raw object, recipe input record) per non-empty JSONL line of source."""
+    stream: TextIO = sys.stdin if source == "-" else _open_input(source)
+    name = "<stdin>" if source == "-" else source
+    inputs = []
+    with stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{number}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FtkitError(
+                    f"not valid JSON ({error.msg})", "give one JSON object per line", where=where
+                ) from None
+            if not isinstance(raw, dict):
+                raise FtkitError("a line is not a JSON object", "give one JSON object per line", where=where)
+            inputs.append((raw, recipe.input_record(raw, where)))
+    if not inputs:
+        raise FtkitError(f"{name} has no records", "give one JSON object per line", where="input")
+    return inputs
+
+
+def _open_input(path: str) -> TextIO:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FtkitError(f"no input file {file}", "pass input=<JSONL file>, or input=- to read stdin", where="input")
+    return file.open(encoding="utf-8")

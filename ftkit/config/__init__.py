@@ -1,0 +1,1 @@
+"""Configuration: the schema (defaults), composing with Hydra, the cross-field checks, override parsing."""

@@ -1,0 +1,159 @@
+"""Every rule that spans config fields, in one place, run before any data or model loads.
+
+`check(cfg)` is the one entry point: it checks values and choices here, then asks the owners of the rules that need
+their knowledge (ftkit.training.peft_checks, ftkit.launch.checks, the recipe's check_config).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ftkit.config import trainer_fields
+from ftkit.config.overrides import check_trainer_name
+from ftkit.errors import FtkitError, closest
+
+
+def check(cfg: DictConfig) -> None:
+    """Cross-field rules, run before any data or model loads. Raises FtkitError on the first problem."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise FtkitError(
+            f"required value {key} is not set (missing: {', '.join(missing)})",
+            f"set it on the command line, e.g. {key}=<value>",
+            where=key,
+        )
+    for name, value in cfg.trainer.items():
+        check_trainer_name(str(name), where=f"trainer.{name}")
+        plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        problem = trainer_fields.check_value(str(name), plain)
+        if problem:
+            raise FtkitError(
+                f"trainer.{name} {problem}", f"pass a valid value, e.g. trainer.{name}=...", where=f"trainer.{name}"
+            )
+    _positive(cfg, "trainer.learning_rate", "trainer.learning_rate=2e-4")
+    _positive(cfg, "trainer.per_device_train_batch_size", "trainer.per_device_train_batch_size=8")
+    _positive(cfg, "trainer.per_device_eval_batch_size", "trainer.per_device_eval_batch_size=16")
+    _positive(cfg, "trainer.gradient_accumulation_steps", "trainer.gradient_accumulation_steps=1")
+    _positive(cfg, "peft.r", "peft.r=16")
+    _positive(cfg, "peft.top_layers", "peft.top_layers=15")
+    _positive(cfg, "peft.loraplus_lr_ratio", "peft.loraplus_lr_ratio=16")
+    _positive(cfg, "model.max_length", "model.max_length=512")
+    _positive(cfg, "evaluate.batch_size", "evaluate.batch_size=16")
+    _positive(cfg, "evaluate.max_examples", "evaluate.max_examples=100 (or null for the whole test split)")
+    _positive(cfg, "recipe.data.max_train_examples", "recipe.data.max_train_examples=500 (or null for all)")
+    _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
+    _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
+    _choice(cfg, "peft.quant_type", ["nf4", "fp4"])
+    _choice(cfg, "peft.compute_dtype", ["float32", "bfloat16", "float16"])
+    from ftkit.reporting.tracking import LOGGERS, WANDB_MODES
+
+    _choice(cfg, "logger.name", LOGGERS)
+    _choice(cfg, "logger.mode", WANDB_MODES)
+    _choice(cfg, "data_checks.duplicates", ["refuse", "drop", "keep"])
+    _choice(cfg, "data_checks.too_long", ["refuse", "truncate", "drop"])
+    _positive(cfg, "early_stopping.patience", "early_stopping.patience=3 (or null to train every epoch)")
+    _check_padding_free(cfg)
+    _check_early_stopping(cfg)
+    if cfg.resume is not None and not isinstance(cfg.resume, (bool, str)) or cfg.resume == "":
+        raise FtkitError(
+            f"resume={cfg.resume!r} is neither true/false nor a directory",
+            "use resume=true (the latest unfinished run of this config) or resume=<run or checkpoint directory>",
+            where="resume",
+        )
+    if not 0 <= cfg.peft.dropout < 1:
+        raise FtkitError(
+            f"peft.dropout is {cfg.peft.dropout}, outside [0, 1)", "use e.g. peft.dropout=0.05", where="peft.dropout"
+        )
+    from ftkit.launch.checks import check_launcher
+    from ftkit.recipes import get_recipe_class
+    from ftkit.training.peft_checks import check_peft
+
+    check_peft(cfg)
+    check_launcher(cfg)
+    get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
+
+
+def _check_padding_free(cfg: DictConfig) -> None:
+    """Padding-free batches (trainer.padding_free, or packing with a bfd strategy) flatten a batch into one row.
+
+    Each example in it must attend only to itself: FlashAttention does so from the sequence boundaries; under sdpa
+    and eager, transformers finds them from the restarting position_ids and builds a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices) when there is no attention mask and no KV cache, which is TRL's
+    training path (no mask from its collator, no cache); sdpa runs each example's slice alone (packed_attention.py).
+    tests/test_padding_free.py: each example's loss in a packed row equals its loss alone within 1e-4. Without it the
+    examples attend to each other (logits ~20 apart): only FlashAttention then; other kernels are not verified.
+    """
+    trainer = cfg.trainer
+    padding_free = bool(trainer.get("padding_free", False))
+    packing = bool(trainer.get("packing", False))
+    packing_bfd = packing and trainer.get("packing_strategy", "bfd") in ("bfd", "bfd_split")
+    if not (padding_free or packing_bfd):
+        return
+    where = "trainer.padding_free" if padding_free else "trainer.packing"
+    setting = f"{where}=true" + ("" if padding_free else " (bfd)")
+    attention = cfg.model.attn_implementation
+    kept_apart = ["flash"] + (["sdpa", "eager"] if _transformers_finds_packed_sequences() else [])
+    # None lets transformers choose: sdpa, or eager for a model without sdpa support.
+    if not ((attention is None and "sdpa" in kept_apart) or any(name in str(attention) for name in kept_apart)):
+        raise FtkitError(
+            f"{setting} flattens each batch into one row; that its examples stay apart (do not attend to each other) "
+            f"is verified under {', '.join(kept_apart)} attention with this transformers, not {attention}",
+            f"set model.attn_implementation={'sdpa' if 'sdpa' in kept_apart else 'flash_attention_2'}, or turn "
+            "it off: trainer.padding_free=false trainer.packing=false",
+            where=where,
+        )
+    if padding_free and not packing and cfg.data_checks.too_long == "truncate":
+        raise FtkitError(
+            "trainer.padding_free=true without packing does not truncate (TRL refuses max_length there), so "
+            "data_checks.too_long=truncate would train on examples longer than model.max_length",
+            "set data_checks.too_long=refuse or =drop, or raise model.max_length, or pack: trainer.packing=true",
+            where="data_checks.too_long",
+        )
+
+
+def _transformers_finds_packed_sequences() -> bool:
+    """Whether the installed transformers masks packed sequences apart under sdpa/eager (without importing it)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("transformers")  # a top-level spec: transformers itself (and torch) stay unimported
+    source = Path(next(iter(spec.submodule_search_locations or [""])) if spec else "", "masking_utils.py")
+    return source.is_file() and "def find_packed_sequence_indices(" in source.read_text()
+
+
+def _check_early_stopping(cfg: DictConfig) -> None:
+    """Early stopping compares evaluations and keeps the best checkpoint: both must happen, at the same points."""
+    if not cfg.early_stopping.patience:
+        return
+    evaluation, saving = cfg.trainer.get("eval_strategy", "no"), cfg.trainer.get("save_strategy", "steps")
+    if evaluation == "no":
+        raise FtkitError(
+            "early_stopping.patience is set, but trainer.eval_strategy=no never evaluates, so nothing could stall",
+            "set trainer.eval_strategy=epoch (or steps with trainer.eval_steps=N) and a validation split",
+            where="early_stopping.patience",
+        )
+    if saving not in (evaluation, "best"):
+        raise FtkitError(
+            f"early stopping keeps the best evaluated checkpoint, but trainer.save_strategy={saving} does not save "
+            f"where trainer.eval_strategy={evaluation} evaluates",
+            f"set trainer.save_strategy={evaluation} (and, for steps, trainer.save_steps a multiple of eval_steps)",
+            where="trainer.save_strategy",
+        )
+
+
+def _positive(cfg: DictConfig, key: str, example: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not (isinstance(value, (int, float)) and value > 0):
+        raise FtkitError(f"{key} must be a positive number, got {value!r}", f"use e.g. {example}", where=key)
+
+
+def _choice(cfg: DictConfig, key: str, choices: list[str]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        raise FtkitError(
+            f"{key}={value!r} is not supported",
+            f"use one of {', '.join(choices)}; {closest(str(value), choices)}",
+            where=key,
+        )

@@ -1,0 +1,144 @@
+"""The names and value kinds of TRL's SFTConfig fields, read without importing TRL.
+
+`trainer.<field>=...` must reach every SFTConfig option and refuse a misspelt one, yet composing and checking a
+config must not import torch or TRL (that costs seconds). So the field list is generated from the installed TRL
+into `sftconfig_fields.json`, checked in, and a test fails when it drifts from the installed version.
+
+Regenerate after upgrading TRL:  python -m ftkit.config.trainer_fields
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+FIELDS_FILE = Path(__file__).with_name("sftconfig_fields.json")
+
+# SFTConfig fields that another config group owns: setting them under trainer would be silently overwritten.
+OWNED_ELSEWHERE = {
+    "output_dir": "ftkit writes checkpoints into the run directory; choose it with hydra.run.dir=<dir>",
+    "report_to": "choose the logger group instead, e.g. logger=none",
+    "max_length": "set model.max_length instead",
+    "model_init_kwargs": "set model.dtype / model.attn_implementation instead",
+    "completion_only_loss": "ftkit always trains on the completion only for recipes with a target",
+    "use_cpu": "ftkit trains on the CPU exactly when no CUDA GPU is present (hide GPUs with CUDA_VISIBLE_DEVICES=)",
+    "deepspeed": "choose a DeepSpeed launcher instead, e.g. launcher=deepspeed_zero2 launcher.num_processes=2",
+    "fsdp": "choose launcher=fsdp instead (its settings: ftkit/launch/configs/accelerate/fsdp.yaml or "
+    "launcher.config_file=)",
+    "fsdp_config": "choose launcher=fsdp instead (its settings: ftkit/launch/configs/accelerate/fsdp.yaml or "
+    "launcher.config_file=)",
+}
+
+
+def _kinds(annotation: Any) -> tuple[list[str], list[Any] | None]:
+    """Map a type annotation to JSON-ish kinds (bool/int/float/str/list/dict/null/any) and allowed choices."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        kinds: list[str] = []
+        choices: list[Any] | None = None
+        for arg in typing.get_args(annotation):
+            sub, sub_choices = _kinds(arg)
+            kinds += [k for k in sub if k not in kinds]
+            if sub_choices is not None:
+                choices = (choices or []) + sub_choices
+        # An enum or Literal next to a plain str means "any string", so the choices no longer restrict it.
+        if choices is not None and any(a is str for a in typing.get_args(annotation) if typing.get_origin(a) is None):
+            choices = None
+        return kinds, choices
+    if origin is typing.Literal:
+        values = list(typing.get_args(annotation))
+        return sorted({_kind_of_value(v) for v in values}), values
+    if annotation is type(None):
+        return ["null"], None
+    if annotation is bool:
+        return ["bool"], None
+    if annotation is int:
+        return ["int"], None
+    if annotation is float:
+        return ["float"], None
+    if annotation is str:
+        return ["str"], None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return ["str"], [m.value for m in annotation]
+    if annotation is list or origin is list:
+        return ["list"], None
+    if annotation is dict or origin is dict:
+        return ["dict"], None
+    return ["any"], None
+
+
+def _kind_of_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "any"
+
+
+def generate() -> dict[str, Any]:
+    """Read SFTConfig's fields from the installed TRL (imports TRL: only for regeneration and the drift test)."""
+    import dataclasses
+
+    import trl
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    fields = {}
+    for f in dataclasses.fields(SFTConfig):
+        if not f.init:
+            continue
+        kinds, choices = _kinds(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, enum.Enum):
+            default = default.value
+        entry: dict[str, Any] = {"kinds": kinds}
+        if choices is not None:
+            entry["choices"] = choices
+        if _kind_of_value(default) in ("null", "bool", "int", "float", "str"):
+            entry["default"] = default
+        fields[f.name] = entry
+    return {"trl_version": trl.__version__, "fields": fields}
+
+
+@cache
+def load() -> dict[str, dict[str, Any]]:
+    return json.loads(FIELDS_FILE.read_text())["fields"]
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Return why `value` does not fit SFTConfig field `name`, or None when it fits."""
+    spec = load()[name]
+    kinds = spec["kinds"]
+    kind = _kind_of_value(value)
+    fits = (
+        "any" in kinds
+        or kind in kinds
+        or (kind == "int" and "float" in kinds)  # 1 is a fine learning rate
+        or (kind == "str" and value.lower() in ("true", "false") and "bool" in kinds)
+    )
+    if not fits:
+        return f"expects {' or '.join(kinds)}, got {kind} {value!r}"
+    choices = spec.get("choices")
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+    return None
+
+
+if __name__ == "__main__":
+    FIELDS_FILE.write_text(json.dumps(generate(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIELDS_FILE} ({len(load.__wrapped__())} fields)")

@@ -1,0 +1,1 @@
+"""Launching: ranks, launcher checks, accelerate / DeepSpeed commands, re-running under them, SLURM."""

@@ -1,0 +1,2 @@
+"""What recipes and serve share: data readers, the classification / NER / instruct tasks, scoring,
+generation, metrics."""

@@ -1,0 +1,268 @@
+"""What every classification recipe shares: label records, label-scoring prediction, metrics.
+
+A classification recipe (recipes/tickets.py, recipes/sentiment.py) subclasses `ClassificationTask`; its yaml
+gives the labels, data fields and prompt, and the class only names what one text is ("ticket", "headline").
+
+- Records: read with ftkit.tasks.readers (JSONL, CSV, bundled:, hub:), each {"text", "label", "source": file:line}.
+- Labels: the label field holds a label name, or, when the recipe's schema has a `label_map` and it is set, a raw
+  value (an int or a string, as it appears in the file) that the map turns into a label name.
+- Prediction: labels are scored as whole token sequences given the prompt (ftkit.tasks.scoring), to the end only those
+  that can win unless recipe.score_all_labels; no free text is parsed.
+- Metrics: accuracy (primary), macro-F1, per-class precision/recall/F1, confusion matrix (sklearn).
+
+Nothing heavy is imported at module level: recipe modules are imported while configs are composed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import MISSING, DictConfig
+
+from ftkit.config.schema import DataConfig
+from ftkit.errors import FtkitError, closest
+from ftkit.tasks.readers import read_data, require_field, require_text
+
+
+@dataclass
+class ClassificationRecipeConfig:
+    name: str = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    labels: list[str] = MISSING
+    # None: no system turn (the chat template may insert its own default); "": an empty one (fewest tokens)
+    system_prompt: str | None = None
+    prompt_template: str = "{text}"
+    # false: only labels that can win are scored to the end (same prediction, faster); true: all labels' scores
+    score_all_labels: bool = False
+
+
+def raw_key(value: Any) -> str | None:
+    """How a raw label value is matched against recipe.label_map: text stripped, numbers and booleans as written.
+
+    CSV cells are always text and JSON keeps numbers, so the key 0 matches both a CSV "0" and a JSON 0.
+    None for values that cannot be a label (null, lists, objects).
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else str(value)
+    if isinstance(value, str):
+        return value.strip()
+    return None
+
+
+def describe_map(label_map: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {label}" for key, label in label_map.items()) + "}"
+
+
+class ClassificationTask:
+    """Text -> one of recipe.labels. Subclasses set `item` (what one text is, for messages and examples)."""
+
+    primary_metric = "accuracy"
+    greater_is_better = True
+    serves: ClassVar[tuple[str, ...]] = ("classify",)  # ftkit serve's /v1/classify
+    sft_config: ClassVar[dict[str, Any]] = {}  # prompt-completion examples: TRL's completion-only loss is the default
+    item: ClassVar[str] = "text"
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        labels = list(cfg.labels)
+        if len(labels) < 2:
+            raise FtkitError(
+                "a classification recipe needs at least two labels", "list them in recipe.labels", where="recipe.labels"
+            )
+        duplicated = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicated:
+            raise FtkitError(
+                f"recipe.labels repeats {', '.join(duplicated)}", "list every label once", where="recipe.labels"
+            )
+        if "{text}" not in cfg.prompt_template:
+            raise FtkitError(
+                "recipe.prompt_template has no {text} placeholder",
+                f"include {{text}} where the {cls.item} goes, e.g. '{cls.item.capitalize()}: {{text}}'",
+                where="recipe.prompt_template",
+            )
+        cls.label_map_of(cfg)
+
+    @staticmethod
+    def label_map_of(cfg: DictConfig) -> dict[str, str] | None:
+        """recipe.label_map with its keys as raw_key() writes them, checked; None when unset or not in the schema."""
+        label_map = cfg.get("label_map")
+        if label_map is None:
+            return None
+        if not isinstance(label_map, DictConfig):
+            raise FtkitError(
+                f"recipe.label_map must map raw label values to labels, got {label_map!r}",
+                "write it as a mapping, e.g. recipe.label_map='{0: negative, 1: positive, 2: neutral}'",
+                where="recipe.label_map",
+            )
+        if not label_map:
+            raise FtkitError(
+                "recipe.label_map is empty",
+                "map every raw label value to a label, e.g. recipe.label_map={0: negative, 1: positive}, or set "
+                "recipe.label_map=null when the data holds the label names themselves",
+                where="recipe.label_map",
+            )
+        labels = list(cfg.labels)
+        mapped: dict[str, str] = {}
+        for key, label in label_map.items():
+            if label not in labels:
+                raise FtkitError(
+                    f"recipe.label_map maps {key!r} to {label!r}, which is not one of recipe.labels "
+                    f"({', '.join(labels)})",
+                    f"map it to one of the labels, or add {label!r} to recipe.labels; {closest(str(label), labels)}",
+                    where="recipe.label_map",
+                )
+            normal = raw_key(key) or str(key)
+            if normal in mapped and mapped[normal] != label:
+                raise FtkitError(
+                    f"recipe.label_map maps {normal} twice, to {mapped[normal]!r} and to {label!r}",
+                    "keep one entry per raw value (0 and '0' are the same value)",
+                    where="recipe.label_map",
+                )
+            mapped[normal] = str(label)
+        return mapped
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.labels: list[str] = list(cfg.labels)
+        self.label_map = self.label_map_of(cfg)
+
+    def load_split(self, split: str) -> list[dict[str, Any]] | None:
+        spec = self.cfg.data.get(split)
+        if spec is None:
+            return None
+        text_field, label_field = self.cfg.data.text_field, self.cfg.data.label_field
+        records = []
+        for where, raw in read_data(spec, key=f"recipe.data.{split}", split=split):
+            text = require_text(raw, text_field, where)
+            records.append({"text": text, "label": self.label_of(raw, label_field, where), "source": where})
+        limit = self.cfg.data.get("max_train_examples")
+        return records[:limit] if split == "train" and limit else records
+
+    def label_of(self, record: dict[str, Any], field: str, where: str) -> str:
+        """The label name of a record: its label field as it is, or mapped through recipe.label_map."""
+        value = require_field(record, field, where)
+        if self.label_map is None:
+            if "label_map" in self.cfg and not isinstance(value, str) and raw_key(value) is not None:
+                raise FtkitError(
+                    f"label {value!r} is a raw value, not one of recipe.labels ({', '.join(self.labels)})",
+                    f"map raw values to labels with recipe.label_map, e.g. recipe.label_map={{{raw_key(value)}: "
+                    f"{self.labels[0]}, ...}}",
+                    where=where,
+                )
+            label = require_text(record, field, where)
+            # A label that differs from a known one only in case or surrounding spaces is refused, not normalised:
+            # silently merging them would hide a data bug (and "neutral " may be a different export's label).
+            near = [known for known in self.labels if known.casefold() == label.strip().casefold()]
+            if label not in self.labels and near:
+                raise FtkitError(
+                    f"label {label!r} differs from {near[0]!r} of recipe.labels only in case or surrounding spaces",
+                    f"write it exactly as {near[0]!r} (or add {label!r} to recipe.labels if it is a class of its own)",
+                    where=where,
+                )
+            if label not in self.labels:
+                mapping = ", or map raw values to labels with recipe.label_map" if "label_map" in self.cfg else ""
+                raise FtkitError(
+                    f"label {label!r} is not one of recipe.labels ({', '.join(self.labels)})",
+                    f"correct the record, or add the label to recipe.labels{mapping}; {closest(label, self.labels)}",
+                    where=where,
+                )
+            return label
+        key = raw_key(value)
+        if key is None:
+            raise FtkitError(
+                f"field {field!r} must be a label value (text or a number), got {value!r}",
+                "fix or drop the record",
+                where=where,
+            )
+        if key not in self.label_map:
+            raise FtkitError(
+                f"label value {value!r} is not in recipe.label_map {describe_map(self.label_map)}",
+                "correct the record, or map the value too, e.g. "
+                f"recipe.label_map={describe_map({**self.label_map, key: '<label>'})}",
+                where=where,
+            )
+        return self.label_map[key]
+
+    def prompt(self, text: str) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt is not None else []
+        return [*messages, {"role": "user", "content": self.cfg.prompt_template.format(text=text)}]
+
+    def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt(record["text"]),
+            "completion": [{"role": "assistant", "content": record["label"]}],
+        }
+
+    def input_record(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """An unlabelled input for `ftkit predict`: just its text field."""
+        return {"text": require_text(raw, self.cfg.data.text_field, where)}
+
+    def predict(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int) -> list[dict]:
+        from ftkit.tasks.scoring import label_logprobs
+
+        prompts = [self.prompt(r["text"]) for r in records]
+        only_winners = not self.cfg.get("score_all_labels", False)
+        scores = label_logprobs(model, tokenizer, prompts, self.labels, batch_size, only_winners=only_winners)
+        # Labels that could not win were not scored to the end (-inf): they are left out of "scores".
+        return [
+            {
+                "label": self.labels[int(row.argmax())],
+                "scores": {
+                    label: value
+                    for label, value in zip(self.labels, row.tolist(), strict=True)
+                    if value != float("-inf")
+                },
+            }
+            for row in scores
+        ]
+
+    def classify(self, model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> list[dict[str, Any]]:
+        """Each text's label and the labels' probabilities (log-likelihoods normalised over the labels; all labels
+        scored to the end), for `ftkit serve`'s /v1/classify."""
+        import torch
+
+        from ftkit.tasks.scoring import label_logprobs
+
+        scores = label_logprobs(model, tokenizer, [self.prompt(text) for text in texts], self.labels, batch_size)
+        probabilities = torch.softmax(scores, dim=-1)
+        return [
+            {
+                "label": self.labels[int(row.argmax())],
+                "probabilities": dict(zip(self.labels, [round(p, 6) for p in row.tolist()], strict=True)),
+            }
+            for row in probabilities
+        ]
+
+    def parse_output(self, text: str) -> str | None:
+        """The label a free-text answer names: exact, then case-insensitive, then the longest label it starts with."""
+        answer = text.strip()
+        by_lower = {label.lower(): label for label in self.labels}
+        if answer.lower() in by_lower:
+            return by_lower[answer.lower()]
+        starts = [label for label in self.labels if answer.lower().startswith(label.lower())]
+        return max(starts, key=len) if starts else None
+
+    def score(self, predictions: list[dict], records: list[dict[str, Any]]) -> dict[str, Any]:
+        return classification_metrics([r["label"] for r in records], [p["label"] for p in predictions], self.labels)
+
+
+def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (rows: true)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        "confusion_matrix": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "examples": len(y_true),
+    }

@@ -1,0 +1,1 @@
+"""Training: the run itself, the SFTTrainer subclass, models, callbacks, patches, data and PEFT checks."""

@@ -1,0 +1,266 @@
+"""One training run, top to bottom: data -> model -> trainer -> train -> save -> evaluate -> report.
+
+ftkit.commands.train composed and checked the config and chose the run directory; Hydra then calls main() as its
+task function, in this process or in every launched rank. main() reads as the list above, one banner per step;
+each step is a plain function here or in the module named beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from transformers import EarlyStoppingCallback
+from trl import SFTConfig
+
+from ftkit.commands.resume import step_of
+from ftkit.commands.sweep import in_sweep, sweep_group
+from ftkit.config.checks import check
+from ftkit.errors import FtkitError
+from ftkit.launch.ranks import is_main_rank
+from ftkit.recipes import Recipe, get_recipe_class
+from ftkit.reporting import tracking
+from ftkit.reporting.run_report import write_config, write_report
+from ftkit.run_dir import CHECKPOINT_PREFIX, RunDir
+from ftkit.tasks.evaluation import evaluate
+from ftkit.training import patches
+from ftkit.training.callbacks import LogToFile, StopOnSignal, resume_command
+from ftkit.training.data_checks import check_lengths, check_splits
+from ftkit.training.models import adapter_config, load_model_and_tokenizer, whole_model_on_each_rank
+from ftkit.training.trainer import FtkitSFTTrainer
+
+log = logging.getLogger("ftkit")
+
+
+def main(cfg: DictConfig) -> None:
+    # ---- data: the recipe reads and validates each split; ftkit.training.data_checks checks them together -----
+    check(cfg)  # again: a launched rank, or a sweep job, starts here
+    recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
+    splits = load_splits(recipe, cfg)
+    log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
+
+    # ---- run directory: config.yaml and overrides.yaml, once the data is known to be sound ------------------
+    run_dir = RunDir(HydraConfig.get().runtime.output_dir)
+    main_rank = is_main_rank()  # under a multi-process launch only rank 0 writes into the run directory
+    resume_from = Path(cfg.resume) if isinstance(cfg.resume, str) else None  # a checkpoint, by ftkit.commands.resume
+    if main_rank and resume_from is None:  # a resumed run keeps the config.yaml it was started with
+        write_config(run_dir.path, cfg, list(HydraConfig.get().overrides.task))
+    if resume_from is not None:
+        log.info("Resuming from %s (step %d)", resume_from, step_of(resume_from))
+
+    # ---- trainer arguments, then the model ----------------------------------------------------------------
+    # Arguments first: TRL refuses bad settings before anything big loads, and they set up the process group
+    # that a multi-process launch trains in.
+    args = training_arguments(cfg, recipe, run_dir.path)
+    with whole_model_on_each_rank(args):
+        model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
+    splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
+
+    # ---- the base model's score, for the before/after comparison ----------------------------------------------
+    batch_size = cfg.evaluate.batch_size
+    base = None
+    if cfg.evaluate.base:
+        base = evaluate(recipe, model, tokenizer, splits["test"], batch_size, "base model, test")
+
+    # ---- trainer: TRL's SFTTrainer + ftkit's additions (ftkit.training.trainer), patches, tracking ------------
+    tracker = tracking.start(cfg, run_dir.path, sweep_group()) if main_rank else None  # Trainer's callback logs into it
+    stop_on_signal = StopOnSignal()  # SIGINT / SIGTERM: checkpoint, then exit 130 / 143
+    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, stop_on_signal)
+    patches.install(trainer)
+
+    # ---- train ----------------------------------------------------------------------------------------------
+    train_stats = train(trainer, resume_from)
+    if stop_on_signal.signum is not None:
+        exit_after_signal(trainer, stop_on_signal.signum, tracker)
+    log_rank_summary(trainer, train_stats)
+
+    # ---- save: LoRA/DoRA weights + adapter_config.json, or the whole model for peft=none (rank 0 writes) ------
+    saved = run_dir.weights_dir(full_fine_tuning=cfg.peft.method == "none")
+    trainer.save_model(str(saved))
+    if main_rank:
+        tokenizer.save_pretrained(str(saved))
+
+    # ---- evaluate the fine-tuned model ----------------------------------------------------------------------
+    # Every rank evaluates (ZeRO-3 shards need all ranks in each forward); rank 0 writes the results.
+    finetuned = evaluate(recipe, trainer.model, tokenizer, splits["test"], batch_size, "fine-tuned model, test")
+    # A sweep's objective is the validation metric (choosing by the test split would over-fit it); a Hydra sweep
+    # sets evaluate.validation=true itself, a W&B sweep agent's run is recognised here.
+    score_validation = cfg.evaluate.validation if cfg.evaluate.validation is not None else in_sweep()
+    validation = None
+    if score_validation and "validation" in splits:
+        validation = evaluate(
+            recipe, trainer.model, tokenizer, splits["validation"], batch_size, "fine-tuned, validation"
+        )
+
+    # ---- report: metrics.json (last), predictions, plots, report.md; the tracker's summary -------------------
+    if main_rank:
+        metrics = write_report(
+            run_dir.path, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history, validation
+        )
+        tracking.finish(cfg, tracker, run_dir.path, metrics, recipe.primary_metric)
+
+
+def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+    splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
+    if splits["validation"] is None and cfg.trainer.get("eval_strategy", "no") != "no":
+        raise FtkitError(
+            f"trainer.eval_strategy={cfg.trainer.eval_strategy} needs a validation split, and none is set",
+            "set recipe.data.validation=<file>, or turn evaluation during training off: trainer.eval_strategy=no",
+            where="recipe.data.validation",
+        )
+    if splits["test"] is None:
+        raise FtkitError(
+            "no test split is set, so there is nothing to evaluate on",
+            "set recipe.data.test=<file>",
+            where="recipe.data.test",
+        )
+    limit = cfg.evaluate.max_examples
+    splits["test"] = splits["test"][:limit] if limit else splits["test"]
+    return check_splits(recipe, cfg, {name: records for name, records in splits.items() if records is not None})
+
+
+def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    try:
+        # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
+        return SFTConfig(
+            output_dir=str(RunDir(run_dir).checkpoints_dir),
+            report_to=tracking.report_to(cfg),
+            max_length=trl_max_length(cfg),
+            # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
+            use_cpu=not torch.cuda.is_available(),
+            **{**recipe.sft_config, **early_stopping_arguments(cfg, recipe), **trainer_settings},
+        )
+    except (ValueError, TypeError) as error:
+        raise FtkitError(
+            f"TRL refused the trainer settings: {str(error).splitlines()[0]}",
+            "correct the trainer.* values named above",
+            where="trainer",
+        ) from None
+
+
+def trl_max_length(cfg: DictConfig) -> int | None:
+    """model.max_length, except None for padding-free batches without packing.
+
+    TRL refuses max_length there ("not enforced": its padding-free path does not truncate). ftkit's length check
+    (data_checks.too_long=refuse | drop) already keeps every training example within model.max_length, and
+    ftkit.config.checks refuses too_long=truncate with padding-free batches, since nothing would truncate.
+    """
+    trainer = cfg.trainer
+    if trainer.get("padding_free", False) and not trainer.get("packing", False):
+        return None
+    return cfg.model.max_length
+
+
+def early_stopping_arguments(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
+    """With early_stopping.patience: keep the checkpoint best on the recipe's metric and end with it loaded."""
+    if not cfg.early_stopping.patience:
+        return {}
+    return {
+        "load_best_model_at_end": True,
+        "metric_for_best_model": f"eval_{recipe.primary_metric}",  # FtkitSFTTrainer adds it to each evaluation
+        "greater_is_better": recipe.greater_is_better,
+    }
+
+
+def build_trainer(
+    cfg: DictConfig,
+    args: SFTConfig,
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    splits: dict[str, list],
+    stop_on_signal: StopOnSignal,
+) -> FtkitSFTTrainer:
+    validation = splits.get("validation")
+    callbacks = [LogToFile(), stop_on_signal]
+
+    def score_validation(model: Any) -> dict[str, Any]:
+        return evaluate(recipe, model, tokenizer, validation, cfg.evaluate.batch_size, "validation")["metrics"]
+
+    if cfg.early_stopping.patience:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
+    trainer = FtkitSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
+        eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
+        processing_class=tokenizer,
+        peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
+        callbacks=callbacks,
+        loraplus_lr_ratio=cfg.peft.get("loraplus_lr_ratio"),
+        validation_scorer=score_validation if cfg.early_stopping.patience else None,
+        cache_preprocessing=cfg.cache_preprocessing,  # a later run on the same data skips tokenizing
+    )
+    return trainer
+
+
+def log_rank_summary(trainer: FtkitSFTTrainer, stats: dict[str, Any]) -> None:
+    """One line per rank in its own log: steps trained and a digest of its trainable weights (equal under DDP)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(trainer.model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    log.info(
+        "rank %d of %d (%s): trained %d steps; trainable weights sha256 %s",
+        trainer.args.process_index,
+        trainer.args.world_size,
+        trainer.accelerator.distributed_type.value,
+        stats["global_step"],
+        digest.hexdigest()[:16],
+    )
+
+
+def train(trainer: FtkitSFTTrainer, resume_from: Path | None) -> dict[str, Any]:
+    # Trainer restores the weights, optimizer, scheduler, RNG states, step and data position from the checkpoint.
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    history = trainer.state.log_history  # a resumed run's includes the steps before the checkpoint
+    start = step_of(resume_from) if resume_from else 0
+    tokens = max((entry.get("num_tokens", 0) for entry in history), default=0)
+    tokens_before = max((e.get("num_tokens", 0) for e in history if e.get("step", 0) <= start), default=0)
+    runtime = result.metrics["train_runtime"]  # this process's training only
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    stats = {
+        "train_loss": result.metrics.get("train_loss"),
+        "train_minutes": runtime / 60,
+        "train_tokens": int(tokens),
+        "tokens_per_second": (tokens - tokens_before) / runtime if runtime else None,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": start or None,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+        if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint
+        else None,
+        "best_metric": trainer.state.best_metric if trainer.args.load_best_model_at_end else None,
+        "epochs": trainer.state.epoch,
+        "peak_rss_mb": peak_mb,
+        "weights_mb": trainer.model.get_memory_footprint() / 2**20,  # parameters + buffers, 4-bit ones packed
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    if torch.cuda.is_available():
+        stats["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return stats
+
+
+def exit_after_signal(trainer: FtkitSFTTrainer, signum: int, tracker: Any) -> None:
+    """The step's checkpoint is saved: say how to continue, close the tracker, exit 128 + signum (130 / 143)."""
+    checkpoint = Path(trainer.args.output_dir) / f"{CHECKPOINT_PREFIX}{trainer.state.global_step}"
+    log.warning(
+        "Stopped by %s at step %d of %d; checkpoint saved in %s. Continue this run with:\n  %s",
+        signal.Signals(signum).name,
+        trainer.state.global_step,
+        trainer.state.max_steps,
+        checkpoint,
+        resume_command(checkpoint),
+    )
+    tracking.close(tracker, 128 + signum)
+    raise SystemExit(128 + signum)
