@@ -1,11 +1,20 @@
-"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer (no network), and a CLI runner."""
+"""Shared fixtures: a tiny random Llama with SmolLM2's real tokenizer (no network), and a CLI runner.
+
+Two lanes: a test that starts another process (the ftkit command, a server, accelerate, SLURM, a pip install) is
+marked `e2e`, by the rule in pytest_collection_modifyitems below; the rest are the fast lane:
+    .venv/bin/python -m pytest -q -m "not e2e"     # fast lane: in-process tests
+    .venv/bin/python -m pytest -q -m e2e           # end-to-end lane
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +24,36 @@ REPO = Path(__file__).resolve().parents[1]
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 START_SLURM = REPO / "tests" / "slurm" / "start_slurm.sh"
 CANNOT_HOST_SLURM = 3  # start_slurm.sh's exit code when this machine cannot run SLURM (not root, no apt)
+SPAWNS = ("subprocess.", "run_ftkit")  # what a function that starts another process says
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: starts another process (the ftkit command, a server, SLURM): slow lane")
+
+
+def _spawns(func: object, module: object, seen: set[int]) -> bool:
+    """Whether func, or a function of its module that it calls (followed), starts another process."""
+    if id(func) in seen or not callable(func):
+        return False
+    seen.add(id(func))
+    try:
+        source = inspect.getsource(func)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    if any(word in source for word in SPAWNS):
+        return True
+    tree = ast.parse(textwrap.dedent(source))
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    return any(_spawns(getattr(module, name, None), module, seen) for name in called)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        definitions = item._fixtureinfo.name2fixturedefs.values()  # type: ignore[attr-defined]
+        fixtures = [definition.func for defs in definitions for definition in defs]
+        if any(_spawns(f, getattr(item, "module", None), set()) for f in [function, *fixtures]):
+            item.add_marker(pytest.mark.e2e)
 
 
 def smollm2_folder() -> str:
