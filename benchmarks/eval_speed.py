@@ -34,14 +34,13 @@ from typing import Any
 
 import torch
 
-from ftkit.commands.evaluate import load_for_eval, run_overrides
-from ftkit.config.checks import check
-from ftkit.config.compose import compose
-from ftkit.config.overrides import rewrite_trainer_overrides
+from ftkit.config.compose import run_config
 from ftkit.errors import exit_on_user_error
 from ftkit.recipes import get_recipe_class
+from ftkit.run_dir import RunDir
 from ftkit.tasks.generation import generate
 from ftkit.tasks.scoring import chat_ids, label_logprobs, label_token_ids
+from ftkit.training.models import load_trained
 
 
 def label_of(answer: str, labels: list[str]) -> str | None:
@@ -102,13 +101,13 @@ def main() -> None:
     overrides = [f"recipe={args.recipe}", f"recipe.data.test={Path(args.test).resolve()}", *extra]
     if args.label_map:
         overrides.append(f"recipe.label_map={args.label_map}")
-    cfg = compose(rewrite_trainer_overrides(run_overrides(args.run) + overrides))
-    check(cfg)
+    run = RunDir.finished(args.run, where="--run", command="eval_speed.py") if args.run else None
+    cfg = run_config(run, overrides)
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
     records = recipe.load_split("test")
     records = random.Random(args.seed).sample(records, min(args.examples, len(records)))
     prompts, labels = [recipe.prompt(r["text"]) for r in records], list(recipe.labels)
-    model, tokenizer = load_for_eval(cfg, args.run)
+    model, tokenizer = load_trained(cfg, run)
     model.eval()
     label_logprobs(model, tokenizer, prompts[:2], labels)  # warm-up, not timed
 

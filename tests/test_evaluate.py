@@ -81,7 +81,7 @@ def _write(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("args", "stdin", "fragments"),
     [
-        (["run=/nonexistent/run"], None, ["not an ftkit run directory", "run="]),
+        (["run=/nonexistent/run"], None, ["not a finished ftkit run", "run="]),
         (["input=/nonexistent.jsonl"], None, ["no input file", "input=-"]),
         ([], '{"body": "no text field"}\n', ["<stdin>:1", "text"]),
         ([], "not json\n", ["<stdin>:1", "not valid JSON"]),

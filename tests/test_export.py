@@ -103,7 +103,9 @@ def test_adapter_export_reloads_on_the_base(runs, tiny_model):
 
 
 def test_qlora_export_merges_into_the_dequantized_base(runs, tiny_model):
-    from ftkit.commands.evaluate import load_for_eval, run_overrides
+    from ftkit.config.compose import run_config
+    from ftkit.run_dir import RunDir
+    from ftkit.training.models import load_trained
 
     run_dir = runs["qlora"]
     result = ftkit("export", f"run={run_dir}", cwd=run_dir.parent)
@@ -124,7 +126,7 @@ def test_qlora_export_merges_into_the_dequantized_base(runs, tiny_model):
     # model differs by the 4-bit (NF4) rounding of the base's linear weights, so no tight tolerance holds. Measured
     # on this model: max |logit diff| ~0.06, on logits within +-0.6, while training moved them by ~0.8 from the
     # base's. The bounds are loose but meaningful: well under the adapter's own effect, and small in absolute terms.
-    quantized, _ = load_for_eval(compose(run_overrides(str(run_dir))), str(run_dir))
+    quantized, _ = load_trained(run_config(RunDir(run_dir), []), RunDir(run_dir))
     trained = prompt_logits(quantized, tokenizer)
     base = prompt_logits(AutoModelForCausalLM.from_pretrained(tiny_model).eval(), tokenizer)
     gap, adapter_effect = (logits - trained).abs().max().item(), (base - trained).abs().max().item()
