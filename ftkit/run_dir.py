@@ -192,8 +192,8 @@ class RunDir:
             raise FtkitError(
                 f"{run.path} is not a finished ftkit run (it needs {ADAPTER}/ or {MODEL}/, {CONFIG}, {OVERRIDES} and "
                 f"{METRICS}{lacks})",
-                "pass the directory a completed `ftkit train` printed at the end (outputs/<recipe>/<date>/<time>); "
-                "an interrupted run first needs ftkit train resume=<run dir>",
+                f"pass {where}=<the directory a completed `ftkit train` printed at the end, "
+                "outputs/<recipe>/<date>/<time>>; an interrupted run first needs ftkit train resume=<run dir>",
                 where=where,
             )
         return run
