@@ -148,7 +148,7 @@ class RunDir:
 
     def is_finished(self) -> bool:
         """A run that ended: started, its trained weights saved and its metrics.json written (written last)."""
-        return self.is_started() and self.metrics_file.is_file() and self.trained_weights() is not None
+        return not self.missing_for_finished()
 
     def missing_for_finished(self) -> list[str]:
         """What a finished run has and this directory lacks, by name."""

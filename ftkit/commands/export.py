@@ -36,14 +36,12 @@ log = logging.getLogger("ftkit")
 def export_command(args: list[str]) -> None:
     """ftkit export run=<run dir> [out=<dir>] [merge=true|false] [overrides]"""
     options, overrides = parse_command_options("export", args, {"run": None, "out": None, "merge": "true"})
-    check_request(options["run"], options["out"], options["merge"])  # before anything loads
-    cfg = run_config(RunDir(options["run"]), overrides)
-    export_main(cfg, options["run"], options["out"], options["merge"])
+    request = check_request(options["run"], options["out"], options["merge"])  # before anything loads
+    export_main(run_config(request[0], overrides), *request)
 
 
-def export_main(cfg: DictConfig, run: str | None, out: str | None, merge: str) -> Path:
-    """Export the run (cfg is its config, its overrides replayed); return the folder written."""
-    run_dir, weights, target, merged = check_request(run, out, merge)
+def export_main(cfg: DictConfig, run_dir: RunDir, weights: Path, target: Path, merged: bool) -> Path:
+    """Export the checked request (check_request) of the run whose config is cfg; return the folder written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

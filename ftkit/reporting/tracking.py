@@ -60,8 +60,8 @@ def start(cfg: DictConfig, run_dir: Path, group: str | None) -> Any:
         from torch.utils.tensorboard import SummaryWriter
 
         # where Trainer's callback writes
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(RunDir(run_dir).path / TENSORBOARD)
-        writer = SummaryWriter(log_dir=str(RunDir(run_dir).path / TENSORBOARD))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TENSORBOARD)
+        writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD))
         writer.add_text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "\n```")
         return writer
     return None
