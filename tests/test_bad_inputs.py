@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/bad_inputs/cases.yaml): each case exits 2 with its message, no traceback, no damage."""
+"""The bad-input corpus (tests/bad_inputs/cases/*.yaml): each case exits 2 with its message, no traceback, no damage."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import yaml
 from tests.conftest import REPO
 
 CORPUS = REPO / "tests" / "bad_inputs"
-CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text())
+# One file per class of input (config, data, run directories, ...); names are unique across them.
+CASES = [case for path in sorted((CORPUS / "cases").glob("*.yaml")) for case in yaml.safe_load(path.read_text())]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """ftkit.training.data_checks on real recipe objects: duplicates (refuse / drop / keep), overlaps, lengths (refuse /
-truncate / drop). The refusals through the CLI are in the bad-input corpus (tests/bad_inputs/cases.yaml)."""
+truncate / drop). The refusals through the CLI are in the bad-input corpus (tests/bad_inputs/cases/)."""
 
 from __future__ import annotations
 

@@ -54,6 +54,7 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "logger.mode", WANDB_MODES)
     _choice(cfg, "data_checks.duplicates", ["refuse", "drop", "keep"])
     _choice(cfg, "data_checks.too_long", ["refuse", "truncate", "drop"])
+    _choice(cfg, "data_checks.leakage", ["refuse", "drop", "keep"])
     _positive(cfg, "early_stopping.patience", "early_stopping.patience=3 (or null to train every epoch)")
     _check_padding_free(cfg)
     _check_early_stopping(cfg)

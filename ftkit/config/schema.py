@@ -103,6 +103,9 @@ class DataChecksConfig:
 
     duplicates: str = "refuse"  # identical training examples: refuse | drop (keep the first) | keep
     too_long: str = "refuse"  # training examples over model.max_length tokens: refuse | truncate | drop
+    # validation/test records whose input also occurs in training: refuse | drop (from validation/test) | keep
+    # (a published split run as published); metrics.json records how many were dropped or kept
+    leakage: str = "refuse"
 
 
 @dataclass
