@@ -1,5 +1,6 @@
-"""ftkit.training.data_checks on real recipe objects: duplicates (refuse / drop / keep), overlaps, lengths (refuse /
-truncate / drop). The refusals through the CLI are in the bad-input corpus (tests/bad_inputs/cases/)."""
+"""ftkit.training.data_checks on real recipe objects: duplicates (refuse / drop / keep), leakage into validation/test
+(refuse / drop / keep, counted for metrics.json), lengths (refuse / truncate / drop). The refusals through the CLI
+are in the bad-input corpus (tests/bad_inputs/cases/)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,103 @@ def test_overlap_with_train_is_refused_with_count_and_places(split, tmp_path):
     assert f"1 of 2 {split} records has the same input as a training record" in error.value.problem
     assert error.value.problem.endswith(f"(the first repeats {train}:3)")
     assert f"remove them from the {split} file" in error.value.fix and "memorisation" in error.value.fix
+
+
+NEW = [
+    {"text": "PLC fault light on the palletiser", "label": "Software/Controls"},
+    {"text": "drive belt on fan F-12 squeals", "label": "Mechanical"},
+    {"text": "guard missing on press P-1", "label": "Safety/Facilities"},
+]
+
+
+@pytest.fixture()
+def leaky(tmp_path: Path) -> dict[str, Path]:
+    """Training tickets; validation line 2 and test lines 1 and 3 repeat a training input."""
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", TICKETS),
+        "validation": write_jsonl(tmp_path / "validation.jsonl", [NEW[0], {**TICKETS[0], "label": "Electrical"}]),
+        "test": write_jsonl(tmp_path / "test.jsonl", [TICKETS[1], NEW[1], TICKETS[2], NEW[2]]),
+    }
+
+
+def leaky_overrides(files: dict[str, Path], mode: str) -> list[str]:
+    return [f"recipe.data.{split}={path}" for split, path in files.items()] + [f"data_checks.leakage={mode}"]
+
+
+def test_leakage_refused_names_both_ways_out(leaky):
+    cfg, recipe, splits = load(*leaky_overrides(leaky, "refuse"))
+    findings: dict[str, Any] = {}
+    with pytest.raises(FtkitError) as error:
+        check_splits(recipe, cfg, splits, findings)
+    assert error.value.where == f"{leaky['validation']}:2"  # validation is checked first
+    assert "data_checks.leakage=drop" in error.value.fix and "=keep" in error.value.fix
+    assert findings == {}  # nothing to report: the run stops here
+
+
+def test_leakage_dropped_from_validation_and_test_and_counted(leaky, caplog):
+    cfg, recipe, splits = load(*leaky_overrides(leaky, "drop"))
+    findings: dict[str, Any] = {}
+    with caplog.at_level(logging.INFO, logger="ftkit"):
+        checked = check_splits(recipe, cfg, splits, findings)
+    assert [r["source"] for r in checked["validation"]] == [f"{leaky['validation']}:1"]
+    assert [r["source"] for r in checked["test"]] == [f"{leaky['test']}:{line}" for line in (2, 4)]
+    assert checked["train"] == splits["train"]
+    assert findings == {
+        "leakage": {
+            "validation": {"overlapping": 1, "action": "drop"},
+            "test": {"overlapping": 2, "action": "drop"},
+        }
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "1 of 2 validation records has the same input as a training record; dropped from validation, 1 remain "
+        "(data_checks.leakage=drop)",
+        "2 of 4 test records have the same input as a training record; dropped from test, 2 remain "
+        "(data_checks.leakage=drop)",
+    ]
+
+
+def test_leakage_kept_is_warned_and_counted(leaky, caplog):
+    cfg, recipe, splits = load(*leaky_overrides(leaky, "keep"))
+    findings: dict[str, Any] = {}
+    with caplog.at_level(logging.INFO, logger="ftkit"):
+        checked = check_splits(recipe, cfg, splits, findings)
+    assert checked["test"] == splits["test"] and checked["validation"] == splits["validation"]
+    assert findings["leakage"]["test"] == {"overlapping": 2, "action": "keep"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and warnings[1].startswith(
+        f"2 of 4 test records have the same input as a training record (the first: {leaky['test']}:1 repeats "
+        f"{leaky['train']}:2); kept"
+    )
+
+
+def test_leakage_drop_that_would_empty_a_split_is_refused(leaky):
+    leaky["test"].write_text(leaky["train"].read_text())
+    cfg, recipe, splits = load(*leaky_overrides(leaky, "drop"))
+    with pytest.raises(FtkitError, match="every test record has the same input") as error:
+        check_splits(recipe, cfg, {"train": splits["train"], "test": splits["test"]})
+    assert "data_checks.leakage=keep" in error.value.fix
+
+
+def test_clean_splits_report_no_overlap():
+    cfg, recipe, splits = load()
+    findings: dict[str, Any] = {}
+    check_splits(recipe, cfg, splits, findings)
+    assert findings == {"leakage": {name: {"overlapping": 0, "action": "refuse"} for name in ("validation", "test")}}
+
+
+def test_leakage_counts_reach_metrics_json(leaky, run_ftkit, tiny_model, tmp_path):
+    from tests.conftest import tiny_overrides
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_model, run_dir, "trainer.max_steps=1", "evaluate.base=false")
+    result = run_ftkit("train", *overrides, *leaky_overrides(leaky, "drop"), env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train"]["data_checks"] == {
+        "leakage": {"validation": {"overlapping": 1, "action": "drop"}, "test": {"overlapping": 2, "action": "drop"}}
+    }
+    assert metrics["finetuned"]["examples"] == 2  # the test records left after the drop
 
 
 def test_example_input_leaves_out_the_answer():

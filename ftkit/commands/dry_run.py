@@ -3,6 +3,8 @@
 Prints the resolved config, the exact launch command, data statistics (examples, tokens, longest record, how many
 records model.max_length would truncate), the parameter counts of the model with its PEFT method, and a memory
 estimate per process. The model is built on the meta device from its config, so nothing big is read or allocated.
+The data checks of a real run (ftkit.training.data_checks: duplicates, leakage, too-long examples) run here too,
+so a dry run refuses what the run would.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
     from transformers import AutoTokenizer
 
     from ftkit.recipes import get_recipe_class
+    from ftkit.training.data_checks import check_lengths
     from ftkit.training.run import load_splits
 
     section("Config")
@@ -52,6 +55,8 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
             [[n, *s.values()] for n, s in stats.items()],
         )
     )
+    # After the table, so a refusal of too-long examples comes with the lengths that explain it.
+    check_lengths(recipe, cfg, tokenizer, splits["train"], cache=False)
 
     section("Parameters")
     counts = parameter_counts(cfg, config)

@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ftkit.errors import FtkitError, closest
-from ftkit.tasks.readers import read_utf8
+from ftkit.tasks.readers import is_integer, json_type, read_utf8
 
 Span = tuple[int, int, str]
 DOCSTART = "-DOCSTART-"
@@ -43,14 +44,17 @@ def read_conll(path: Path, types: Sequence[str] | None = None) -> list[Sentence]
     """Sentences from a CoNLL-style file: one `token<TAB>tag` per line, a blank line between sentences.
 
     Lines without a tab split on whitespace, so `token tag` works too; with more than two columns the first is the
-    token and the last the tag (CoNLL-2003's `token POS chunk tag`). `-DOCSTART-` lines are skipped. With `types`,
-    an entity type outside it is an error naming the line.
+    token and the last the tag (CoNLL-2003's `token POS chunk tag`); every token line must have as many columns as
+    the file's first one (a token with a space in a space-separated file would otherwise lose its first word to the
+    tag column unnoticed). `-DOCSTART-` lines are skipped. With `types`, an entity type outside it is an error
+    naming the line.
     """
     text = read_utf8(path)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
+    width: tuple[int, int] | None = None  # (columns, line) of the first token line
 
     def flush() -> None:
         if tokens:
@@ -59,8 +63,8 @@ def read_conll(path: Path, types: Sequence[str] | None = None) -> list[Sentence]
             tags.clear()
             lines.clear()
 
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r\n")
+    # Split at \n only (read_utf8 made every line end one): str.splitlines also splits inside a token at \x0c etc.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             flush()
             continue
@@ -80,6 +84,16 @@ def read_conll(path: Path, types: Sequence[str] | None = None) -> list[Sentence]
             raise FtkitError(
                 f"the line {line!r} has a tag but no token",
                 "put the token in the first column",
+                where=f"{path}:{number}",
+            )
+        if width is None:
+            width = (len(columns), number)
+        elif len(columns) != width[0]:
+            raise FtkitError(
+                f"the line {line.strip()!r} has {len(columns)} columns, and the file's first token line (line "
+                f"{width[1]}) has {width[0]}",
+                "give every token line the same columns, token first and tag last; separate them with tabs when a "
+                "token holds a space",
                 where=f"{path}:{number}",
             )
         check_tag(tag, types, where=f"{path}:{number}")
@@ -169,14 +183,22 @@ def sentence_from_char_spans(
             where=where,
         )
     cleaned: list[tuple[int, int, str]] = []
+    shape = 'write each span as {"start": <int>, "end": <int>, "type": "<type>"} (character offsets, end exclusive)'
     for span in spans:
-        start, end, kind = (span.get(k) for k in ("start", "end", "type")) if isinstance(span, dict) else (None,) * 3
-        if not (isinstance(start, int) and isinstance(end, int) and isinstance(kind, str) and kind):
-            raise FtkitError(
-                f"span {span!r} is not an object with integer start and end and a type",
-                'write each span as {"start": <int>, "end": <int>, "type": "<type>"} (end exclusive)',
-                where=where,
-            )
+        if not isinstance(span, dict):
+            raise FtkitError(f"span {span!r} is {json_type(span)}, not an object", shape, where=where)
+        start, end, kind = (span.get(k) for k in ("start", "end", "type"))
+        for name, offset in (("start", start), ("end", end)):
+            # is_integer, not isinstance(int): JSON true/false are Python bools, an int subclass (1 and 0)
+            if not is_integer(offset):
+                raise FtkitError(
+                    f"span {span!r} has {name} {json.dumps(offset)}, which is {json_type(offset)}, not an integer "
+                    "character offset",
+                    shape,
+                    where=where,
+                )
+        if not (isinstance(kind, str) and kind.strip()):
+            raise FtkitError(f"span {span!r} has no type (got {json.dumps(kind)})", shape, where=where)
         if not 0 <= start < end <= len(text):
             raise FtkitError(
                 f"span {start}-{end} ({kind}) lies outside the text, which has {len(text)} characters",

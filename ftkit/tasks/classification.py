@@ -4,6 +4,9 @@ A classification recipe (recipes/tickets.py, recipes/sentiment.py) subclasses `C
 gives the labels, data fields and prompt, and the class only names what one text is ("ticket", "headline").
 
 - Records: read with ftkit.tasks.readers (JSONL, CSV, bundled:, hub:), each {"text", "label", "source": file:line}.
+- Prompt: recipe.prompt_template holds {text} (the text field) and may name other fields of the records, e.g.
+  '{text} (site: {site})'; each record is checked for them as it is read, so a missing one is refused at its
+  file:line before any model loads. Such a template cannot be served by /v1/classify, which sends only text.
 - Labels: the label field holds a label name, or, when the recipe's schema has a `label_map` and it is set, a raw
   value (an int or a string, as it appears in the file) that the map turns into a label name.
 - Prediction: labels are scored as whole token sequences given the prompt (ftkit.tasks.scoring), to the end only those
@@ -15,14 +18,15 @@ Nothing heavy is imported at module level: recipe modules are imported while con
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ftkit.config.schema import DataConfig
 from ftkit.errors import FtkitError, closest
-from ftkit.tasks.readers import read_data, require_field, require_text
+from ftkit.tasks.readers import is_integer, json_type, read_data, require_field, require_text
 
 
 @dataclass
@@ -79,10 +83,19 @@ class ClassificationTask:
             raise FtkitError(
                 f"recipe.labels repeats {', '.join(duplicated)}", "list every label once", where="recipe.labels"
             )
-        if "{text}" not in cfg.prompt_template:
+        fields = template_fields(cfg.prompt_template, "recipe.prompt_template")
+        if "text" not in fields:
             raise FtkitError(
                 "recipe.prompt_template has no {text} placeholder",
                 f"include {{text}} where the {cls.item} goes, e.g. '{cls.item.capitalize()}: {{text}}'",
+                where="recipe.prompt_template",
+            )
+        label_field = OmegaConf.select(cfg, "data.label_field", default="label")
+        if label_field in fields:
+            raise FtkitError(
+                f"recipe.prompt_template uses {{{label_field}}}, the label field, so every prompt would hold its own "
+                "answer",
+                f"remove {{{label_field}}} from recipe.prompt_template",
                 where="recipe.prompt_template",
             )
         cls.label_map_of(cfg)
@@ -130,6 +143,10 @@ class ClassificationTask:
         self.cfg = cfg
         self.labels: list[str] = list(cfg.labels)
         self.label_map = self.label_map_of(cfg)
+        # Record fields the prompt names besides the text; with any, /v1/classify (text only) cannot build a prompt.
+        self.prompt_fields = [f for f in template_fields(cfg.prompt_template, "recipe.prompt_template") if f != "text"]
+        if self.prompt_fields:
+            self.serves = ()
 
     def load_split(self, split: str) -> list[dict[str, Any]] | None:
         spec = self.cfg.data.get(split)
@@ -139,7 +156,10 @@ class ClassificationTask:
         records = []
         for where, raw in read_data(spec, key=f"recipe.data.{split}", split=split):
             text = require_text(raw, text_field, where)
-            records.append({"text": text, "label": self.label_of(raw, label_field, where), "source": where})
+            record = {"text": text, "label": self.label_of(raw, label_field, where), "source": where}
+            if self.prompt_fields:
+                record["fields"] = self.prompt_values(raw, where)
+            records.append(record)
         limit = self.cfg.data.get("max_train_examples")
         return records[:limit] if split == "train" and limit else records
 
@@ -188,24 +208,58 @@ class ClassificationTask:
             )
         return self.label_map[key]
 
-    def prompt(self, text: str) -> list[dict[str, str]]:
+    def prompt_values(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
+        """The values of the other fields recipe.prompt_template names, checked on a record as it is read."""
+        values = {}
+        for name in self.prompt_fields:
+            if name not in raw:
+                raise FtkitError(
+                    f"recipe.prompt_template uses {{{name}}}, and the record has no {name!r} field (it has: "
+                    f"{', '.join(map(repr, raw)) or 'none'})",
+                    f"add {name!r} to every record, or remove {{{name}}} from recipe.prompt_template; "
+                    f"{closest(name, list(raw))}",
+                    where=where,
+                )
+            value = raw[name]
+            if not (isinstance(value, (str, float)) or is_integer(value)):
+                raise FtkitError(
+                    f"field {name!r}, which recipe.prompt_template uses, is {json_type(value)} ({value!r}), not text "
+                    "or a number",
+                    "give it text or a number in every record, or remove it from recipe.prompt_template",
+                    where=where,
+                )
+            values[name] = value
+        return values
+
+    def prompt(self, text: str, fields: dict[str, Any] | None = None) -> list[dict[str, str]]:
+        values = {"text": text, **(fields or {})}
+        missing = [name for name in self.prompt_fields if name not in values]
+        if missing:  # a bare text (ftkit serve's /v1/classify) for a template that names other fields
+            raise FtkitError(
+                f"recipe.prompt_template uses {{{missing[0]}}}, and only a text was given",
+                "give inputs that have every field the template names, or train with a template that uses {text} only",
+                where="recipe.prompt_template",
+            )
         messages = [{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt is not None else []
-        return [*messages, {"role": "user", "content": self.cfg.prompt_template.format(text=text)}]
+        return [*messages, {"role": "user", "content": self.cfg.prompt_template.format(**values)}]
 
     def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
         return {
-            "prompt": self.prompt(record["text"]),
+            "prompt": self.prompt(record["text"], record.get("fields")),
             "completion": [{"role": "assistant", "content": record["label"]}],
         }
 
     def input_record(self, raw: dict[str, Any], where: str) -> dict[str, Any]:
-        """An unlabelled input for `ftkit predict`: just its text field."""
-        return {"text": require_text(raw, self.cfg.data.text_field, where)}
+        """An unlabelled input for `ftkit predict`: its text field (and the other fields the prompt names)."""
+        record = {"text": require_text(raw, self.cfg.data.text_field, where)}
+        if self.prompt_fields:
+            record["fields"] = self.prompt_values(raw, where)
+        return record
 
     def predict(self, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int) -> list[dict]:
         from ftkit.tasks.scoring import label_logprobs
 
-        prompts = [self.prompt(r["text"]) for r in records]
+        prompts = [self.prompt(r["text"], r.get("fields")) for r in records]
         only_winners = not self.cfg.get("score_all_labels", False)
         scores = label_logprobs(model, tokenizer, prompts, self.labels, batch_size, only_winners=only_winners)
         # Labels that could not win were not scored to the end (-inf): they are left out of "scores".
@@ -266,3 +320,30 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
         "confusion_matrix": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
         "examples": len(y_true),
     }
+
+
+def template_fields(template: str, key: str) -> list[str]:
+    """The {field} names a prompt template uses, in order; broken braces, positional fields ({0}, {}), attribute or
+    index lookups ({site.name}) and format specs are refused at key, before any record is read."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise FtkitError(
+            f"{key} is not a valid template ({error})",
+            "name record fields in braces, e.g. '{text}', and double literal braces: {{ }}",
+            where=key,
+        ) from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise FtkitError(
+                f"{key} has the placeholder {written}, which is not a plain record field name",
+                "write each placeholder as {field} with the name of a record field, e.g. {text}; double literal "
+                "braces: {{ }}",
+                where=key,
+            )
+        names.append(name)
+    return list(dict.fromkeys(names))

@@ -24,7 +24,7 @@ from ftkit.tasks.bio import (
     tags_to_spans,
     tokenize,
 )
-from ftkit.tasks.readers import BUNDLED, read_records, require_text, resolve_path
+from ftkit.tasks.readers import read_records, require_text, resolve_path
 
 log = logging.getLogger("ftkit")
 
@@ -291,11 +291,4 @@ def _formats(template: str, optional: bool = False, **fields: str) -> bool:
 
 
 def _data_path(spec: str, key: str) -> Path:
-    if not spec.startswith(BUNDLED) and not Path(spec).expanduser().is_file():
-        raise FtkitError(
-            f"data file {spec!r} does not exist" + (" (it is a directory)" if Path(spec).is_dir() else ""),
-            f"give {key} a CoNLL file (token<TAB>tag lines) or a .jsonl file with text and spans "
-            f"(relative paths start from {Path.cwd()})",
-            where=key,
-        )
-    return resolve_path(spec, key)
+    return resolve_path(spec, key, expected="a CoNLL file (token<TAB>tag lines) or a .jsonl file with text and spans")

@@ -5,7 +5,9 @@ whose input is also a training input make the scores measure memorisation; and e
 model.max_length are cut by TRL (keeping the first tokens, which for classification cuts off the answer).
 
 - check_splits runs on the records, before any model loads: duplicates in the train split (data_checks.duplicates:
-  refuse | drop | keep), and validation/test records whose input repeats a training input (always refused).
+  refuse | drop | keep), and validation/test records whose input repeats a training input (data_checks.leakage:
+  refuse | drop from their split | keep); how many overlapped and what was done is filled into `findings`, which
+  ftkit.training.run writes into metrics.json.
 - check_lengths runs once the tokenizer is loaded: training examples over model.max_length tokens
   (data_checks.too_long: refuse | truncate | drop). With cache_preprocessing the token counts are kept in
   ftkit.training.preprocess_cache, so a later run on the same examples and tokenizer does not count them again.
@@ -29,8 +31,12 @@ log = logging.getLogger("ftkit")
 Record = dict[str, Any]
 
 
-def check_splits(recipe: Any, cfg: DictConfig, splits: dict[str, list[Record]]) -> dict[str, list[Record]]:
-    """The splits with duplicate training records handled per data_checks.duplicates; overlaps with train refused."""
+def check_splits(
+    recipe: Any, cfg: DictConfig, splits: dict[str, list[Record]], findings: dict[str, Any] | None = None
+) -> dict[str, list[Record]]:
+    """The splits with duplicate training records handled per data_checks.duplicates, and validation/test records
+    that repeat a training input per data_checks.leakage; findings (when given) gets
+    {"leakage": {<split>: {"overlapping": n, "action": refuse | drop | keep}}}."""
     train = splits["train"]
     examples = [recipe.to_example(record) for record in train]
     dropped = _duplicates(cfg.data_checks.duplicates, train, examples)
@@ -38,14 +44,21 @@ def check_splits(recipe: Any, cfg: DictConfig, splits: dict[str, list[Record]]) 
     for index, (record, example) in enumerate(zip(train, examples, strict=True)):
         train_inputs.setdefault(_key(example_input(example)), _source(record, "train", index))
     splits = {**splits, "train": [record for index, record in enumerate(train) if index not in dropped]}
+    mode = cfg.data_checks.leakage
     for name in ("validation", "test"):
         if name in splits:
-            _refuse_overlap(recipe, name, splits[name], train_inputs)
+            splits[name], overlapping = _leakage(recipe, mode, name, splits[name], train_inputs)
+            if findings is not None:
+                findings.setdefault("leakage", {})[name] = {"overlapping": overlapping, "action": mode}
     return splits
 
 
-def check_lengths(recipe: Any, cfg: DictConfig, tokenizer: Any, train_records: list[Record]) -> list[Record]:
+def check_lengths(
+    recipe: Any, cfg: DictConfig, tokenizer: Any, train_records: list[Record], cache: bool = True
+) -> list[Record]:
     """The training records, without those over model.max_length tokens when data_checks.too_long=drop.
+
+    cache=False counts without reading or writing the preprocessing cache (a dry run writes nothing).
 
     Lengths are counted as TRL 1.x's SFTTrainer tokenizes a conversational example: the tokenizer's chat template
     applied to prompt + completion (or messages), the text tokenized without added special tokens (what
@@ -57,7 +70,7 @@ def check_lengths(recipe: Any, cfg: DictConfig, tokenizer: Any, train_records: l
     if limit is None or not train_records:
         return train_records
     examples = [recipe.to_example(record) for record in train_records]
-    if cfg.get("cache_preprocessing", False):
+    if cache and cfg.get("cache_preprocessing", False):
         from ftkit.training.preprocess_cache import cached_lengths  # imports TRL: only where training loads it anyway
 
         lengths = cached_lengths(tokenizer, examples, lambda: example_lengths(tokenizer, examples))
@@ -153,21 +166,51 @@ def _duplicates(mode: str, records: list[Record], examples: list[Record]) -> set
     )
 
 
-def _refuse_overlap(recipe: Any, name: str, records: list[Record], train_inputs: dict[str, str]) -> None:
+def _leakage(
+    recipe: Any, mode: str, name: str, records: list[Record], train_inputs: dict[str, str]
+) -> tuple[list[Record], int]:
+    """The split's records per data_checks.leakage (refuse raises; drop leaves out those whose input is a training
+    input; keep keeps them, warned), and how many overlapped."""
     overlapping = [
         (index, train_inputs[key])
         for index, record in enumerate(records)
         if (key := _key(example_input(recipe.to_example(record)))) in train_inputs
     ]
-    if overlapping:
-        index, train_where = overlapping[0]
-        raise FtkitError(
-            f"{len(overlapping)} of {len(records)} {name} records {_verb(len(overlapping), 'has', 'have')} the same "
-            "input as a training record (the "
-            f"first repeats {train_where})",
-            f"remove them from the {name} file: scores on them measure memorisation, not generalisation",
-            where=_source(records[index], name, index),
+    if not overlapping:
+        return records, 0
+    index, train_where = overlapping[0]
+    counted = (
+        f"{len(overlapping)} of {len(records)} {name} records {_verb(len(overlapping), 'has', 'have')} the same "
+        "input as a training record"
+    )
+    if mode == "keep":
+        log.warning(
+            "%s (the first: %s repeats %s); kept, so %s scores partly measure memorisation (data_checks.leakage=keep)",
+            counted,
+            _source(records[index], name, index),
+            train_where,
+            name,
         )
+        return records, len(overlapping)
+    if mode == "drop":
+        dropped = {i for i, _ in overlapping}
+        if len(dropped) == len(records):
+            raise FtkitError(
+                f"every {name} record has the same input as a training record, so data_checks.leakage=drop would "
+                f"leave no {name} records (the first repeats {train_where})",
+                f"give a {name} file with inputs that are not in the training data, or set data_checks.leakage=keep",
+                where=_source(records[index], name, index),
+            )
+        log.warning(
+            "%s; dropped from %s, %d remain (data_checks.leakage=drop)", counted, name, len(records) - len(dropped)
+        )
+        return [record for i, record in enumerate(records) if i not in dropped], len(overlapping)
+    raise FtkitError(
+        f"{counted} (the first repeats {train_where})",
+        f"remove them from the {name} file: scores on them measure memorisation, not generalisation; or set "
+        f"data_checks.leakage=drop to leave them out of {name}, or =keep to score them anyway",
+        where=_source(records[index], name, index),
+    )
 
 
 def _verb(count: int, one: str, many: str) -> str:

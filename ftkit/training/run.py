@@ -44,7 +44,8 @@ def main(cfg: DictConfig) -> None:
     # ---- data: the recipe reads and validates each split; ftkit.training.data_checks checks them together -----
     check(cfg)  # again: a launched rank, or a sweep job, starts here
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
-    splits = load_splits(recipe, cfg)
+    data_findings: dict[str, Any] = {}  # what the data checks found and did, for metrics.json
+    splits = load_splits(recipe, cfg, data_findings)
     log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
 
     # ---- run directory: config.yaml and overrides.yaml, once the data is known to be sound ------------------
@@ -78,6 +79,8 @@ def main(cfg: DictConfig) -> None:
 
     # ---- train ----------------------------------------------------------------------------------------------
     train_stats = train(trainer, resume_from)
+    # run_report writes train_stats into metrics.json: the leakage counts travel there as "train.data_checks"
+    train_stats["data_checks"] = data_findings
     if stop_on_signal.signum is not None:
         exit_after_signal(trainer, stop_on_signal.signum, tracker)
     log_rank_summary(trainer, train_stats)
@@ -108,7 +111,11 @@ def main(cfg: DictConfig) -> None:
         tracking.finish(cfg, tracker, run_dir.path, metrics, recipe.primary_metric)
 
 
-def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any]]]:
+def load_splits(
+    recipe: Recipe, cfg: DictConfig, findings: dict[str, Any] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """The recipe's splits, the test split capped at evaluate.max_examples, checked by data_checks.check_splits
+    (which fills findings, when given, with what it found: leakage counts and actions)."""
     splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
     if splits["validation"] is None and cfg.trainer.get("eval_strategy", "no") != "no":
         raise FtkitError(
@@ -124,7 +131,8 @@ def load_splits(recipe: Recipe, cfg: DictConfig) -> dict[str, list[dict[str, Any
         )
     limit = cfg.evaluate.max_examples
     splits["test"] = splits["test"][:limit] if limit else splits["test"]
-    return check_splits(recipe, cfg, {name: records for name, records in splits.items() if records is not None})
+    present = {name: records for name, records in splits.items() if records is not None}
+    return check_splits(recipe, cfg, present, findings)
 
 
 def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
