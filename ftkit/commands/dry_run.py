@@ -107,7 +107,8 @@ def model_source_and_config(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
     """from_pretrained arguments for the tokenizer and the model's config, read without loading weights."""
     from transformers import AutoConfig
 
-    from ftkit.training.models import cache_dir, resolve_source
+    from ftkit.cache import cache_dir
+    from ftkit.training.models import resolve_source
 
     path, gguf_file = resolve_source(cfg.model)
     source: dict[str, Any] = {"pretrained_model_name_or_path": path, "trust_remote_code": cfg.model.trust_remote_code}

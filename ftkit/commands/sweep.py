@@ -75,6 +75,80 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ftkit_sbatch_mem", lambda mem: {"mem": str(mem)} if mem else {})
 
 
+# Jobs checked before a sweep starts: every value of every swept key appears in at least one of them.
+MAX_CHECKED_JOBS = 64
+
+
+def planned_jobs(overrides: list[str]) -> tuple[list[list[str]], str]:
+    """The jobs' override lists to check before a sweep starts, and a line on how the sweeper picks its jobs.
+
+    The basic sweeper runs the grid of the swept values (hydra.sweeper.params too); it is checked whole when it
+    has at most MAX_CHECKED_JOBS jobs. Other sweepers (Optuna) pick values as they go, so each value of a choice,
+    and both ends of an interval, are checked, each in some job.
+    """
+    import itertools
+
+    from ftkit.config.compose import compose
+    from ftkit.config.overrides import parse_overrides, rewrite_trainer_overrides
+
+    parsed = parse_overrides(overrides)
+    fixed = [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+    hydra = compose(fixed, with_hydra=True).hydra
+    swept: dict[str, list[str]] = {}  # override prefix+key -> the values to check
+    given = hydra.sweeper.get("params")
+    params = OmegaConf.to_container(given, resolve=False) if given is not None else {}
+    for text in [f"{key}={value}" for key, value in params.items()] + overrides:  # the command line wins
+        override = parse_overrides([text])[0]
+        if override.is_sweep_override():
+            swept[text.split("=", 1)[0]] = _values_to_check(override)
+        elif text in params:
+            swept.pop(text.split("=", 1)[0], None)
+    sweeper = str(hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
+    axes = [rewrite_trainer_overrides([f"{key}={value}" for value in values]) for key, values in swept.items()]
+    if not axes:
+        return [fixed], f"{sweeper}: one job (no swept values)"
+    grid = 1
+    for axis in axes:
+        grid *= len(axis)
+    if sweeper == "BasicSweeper" and grid <= MAX_CHECKED_JOBS:
+        jobs = [fixed + list(job) for job in itertools.product(*axes)]
+        return jobs, f"{sweeper}: a grid of {grid} jobs, each checked"
+    longest = max(len(axis) for axis in axes)
+    jobs = [fixed + [axis[i % len(axis)] for axis in axes] for i in range(longest)]
+    trials = hydra.sweeper.get("n_trials")
+    size = f"{trials} trials" if trials is not None else f"a grid of {grid} jobs"
+    return jobs, f"{sweeper}: {size}; each swept value checked in one of {len(jobs)} jobs"
+
+
+def _values_to_check(override: Any) -> list[str]:
+    """A swept key's values as override text: each of a choice or range, both ends of an interval."""
+    if override.is_discrete_sweep():
+        return list(override.sweep_string_iterator())
+    interval = override.value()
+    # Hydra parses interval(1,8) as floats; an integer key would refuse "1.0"
+    return [str(int(v)) if float(v).is_integer() else str(v) for v in (interval.start, interval.end)]
+
+
+def check_sweep(overrides: list[str]) -> tuple[list[list[str]], str]:
+    """Check every planned job as a single run would be checked (exit 2 on the first mistake), before any starts."""
+    from ftkit.config.checks import check
+    from ftkit.config.compose import compose
+
+    jobs, plan = planned_jobs(overrides)
+    for job in jobs:
+        try:
+            check(compose(job))
+        except FtkitError as error:
+            if len(jobs) > 1:
+                error.problem = f"in the sweep job {' '.join(job)}: {error.problem}"
+            raise
+    return jobs, plan
+
+
+# The sweep that just ran (set by Leaderboard.on_multirun_end): `ftkit train -m` exits non-zero when every job failed.
+finished_rows: list[dict[str, Any]] = []
+
+
 def run_job(job: Callable[[], dict[str, Any]], job_dir: Path, overrides: list[str]) -> float:
     """Run one sweep job; record its result or its error in job_dir/result.json; return the objective (nan: failed).
 
@@ -89,7 +163,7 @@ def run_job(job: Callable[[], dict[str, Any]], job_dir: Path, overrides: list[st
             traceback.print_exc()
         message = str(error) if isinstance(error, FtkitError) else f"{type(error).__name__}: {error}"
         log.error("job failed: %s", message)
-        result.update(status="failed", error=" ".join(message.split()))
+        result.update(status="failed", error=" ".join(message.split()), bad_input=isinstance(error, FtkitError))
     else:
         result.update(outcome)
     result["runtime_minutes"] = (time.perf_counter() - started) / 60
@@ -206,6 +280,7 @@ class Leaderboard(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_leaderboard(sweep_dir)
+        finished_rows[:] = rows
         if not rows:
             return
         failed = sum(r.get("status") != "ok" for r in rows)

@@ -11,26 +11,74 @@ re-runs this command under the launcher (ftkit.launch.relaunch). A sweep's jobs 
 from __future__ import annotations
 
 import logging
-import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from ftkit.config.checks import check
+from ftkit.config.checks import check, check_machine
 from ftkit.config.compose import compose, register_schemas
 from ftkit.config.overrides import INFO_ONLY, given_value, rewrite_trainer_overrides, split_args
 from ftkit.errors import LOG_FORMAT, FtkitError, exit_on_user_error
 from ftkit.run_dir import RunDir
 
 
+# Flags that would make Hydra compose another config than the one ftkit composed and checked.
+OTHER_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
+
+
+@dataclass
+class Checked:
+    """What `ftkit train` was asked, every check passed: Hydra's flags, the overrides to run, and what to do."""
+
+    flags: list[str]
+    overrides: list[str]
+    multirun: bool
+    dry_run: bool = False
+    cfg: DictConfig | None = None  # a single run's config (for its dry run)
+    jobs: list[list[str]] = field(default_factory=list)  # a sweep's planned jobs
+    plan: str = ""  # how the sweeper picks them
+
+
 def main(args: list[str]) -> None:
+    checked = check_command(args)
+    if checked.dry_run and checked.multirun:
+        sweep_dry_run(checked.jobs, checked.plan)
+        return
+    if checked.dry_run:
+        from ftkit.commands.dry_run import dry_run
+
+        dry_run(checked.cfg, checked.overrides)
+        return
+    flags, overrides, multirun = checked.flags, checked.overrides, checked.multirun
+    from ftkit.commands.sweep import register_resolvers
+
+    register_schemas()
+    register_resolvers()
+    sys.argv = ["ftkit train", *flags, *overrides]
+    hydra_train()
+    if multirun:
+        refuse_failed_sweep()
+
+
+def check_command(args: list[str]) -> Checked:
+    """Every check `ftkit train <args>` makes before Hydra starts: config, run directory, resume, sweep jobs.
+
+    Nothing is written and no data or model is read (the tests' fuzzer calls this for each input it draws).
+    """
     flags, overrides = split_args(args)
+    refuse_other_config(flags)
     overrides = rewrite_trainer_overrides(overrides)
     multirun = any(flag in ("-m", "--multirun") for flag in flags)
-    if not multirun and not INFO_ONLY.intersection(flags):
-        cfg = compose(overrides)
+    printing = bool(PRINT_ONLY.intersection(flags))  # --cfg job prints and runs nothing
+    checked = Checked(flags, overrides, multirun)
+    if INFO_ONLY.intersection(flags):
+        return checked  # --help, --info: Hydra prints them
+    if not multirun:
+        full = compose(overrides, with_hydra=True)
+        cfg = without_hydra(full)
         check(cfg)
         check_shared_run_dir(overrides)
         if cfg.resume not in (False, None):
@@ -42,30 +90,125 @@ def main(args: list[str]) -> None:
             cfg = compose(overrides)
             check(cfg)
             resume.check_same_config(cfg, run_dir)
-        else:
-            refuse_existing_run_dir(overrides)
-        if cfg.dry_run:
-            from ftkit.commands.dry_run import dry_run
-
-            dry_run(cfg, overrides)
-            return
-    elif multirun and given_value(overrides, "resume") is not None:
+        elif not printing:
+            check_new_run_dir(full, "hydra.run.dir")
+        if not printing:
+            check_machine(cfg)
+        checked.overrides, checked.cfg, checked.dry_run = overrides, cfg, bool(cfg.dry_run) and not printing
+        return checked
+    if given_value(overrides, "resume") not in (None, "false", "False"):
         raise FtkitError(
             "resume continues one run, and a sweep (-m) starts many",
             "resume each unfinished job on its own: ftkit train resume=<sweep dir>/<job number>",
             where="resume",
         )
-    from ftkit.commands.sweep import register_resolvers
+    from ftkit.commands.sweep import check_sweep
 
-    register_schemas()
-    register_resolvers()
-    sys.argv = ["ftkit train", *flags, *overrides]
-    hydra_train()
+    checked.jobs, checked.plan = check_sweep(overrides)
+    if not printing:
+        check_new_sweep_dir(compose(checked.jobs[0], with_hydra=True))
+        configs = [compose(job) for job in checked.jobs]
+        for cfg in configs:
+            check_machine(cfg)
+        checked.dry_run = any(cfg.dry_run for cfg in configs)
+    return checked
+
+
+# Flags that only print the config: they must work for any config that composes and checks, written nowhere.
+PRINT_ONLY = {"--cfg", "-c", "--resolve", "--package", "-p"}
+
+
+def refuse_other_config(flags: list[str]) -> None:
+    given = [flag.split("=", 1)[0] for flag in flags if flag.split("=", 1)[0] in OTHER_CONFIG_FLAGS]
+    if given:
+        raise FtkitError(
+            f"{given[0]} would make Hydra compose another config than ftkit's, which ftkit has not checked",
+            "choose among ftkit's config groups (recipe=, model=, peft=, trainer=, launcher=, logger=; see "
+            "`ftkit train --help`) and override keys on the command line",
+            where="command line",
+        )
+
+
+def without_hydra(full: DictConfig) -> DictConfig:
+    """The job's config (what the run sees) from one composed with its hydra node."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.masked_copy(full, [str(k) for k in full if k != "hydra"])
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def resolved_dir(full: DictConfig, key: str) -> str:
+    """hydra.run.dir / hydra.sweep.dir as Hydra will resolve it (through ${...}, relative to this directory)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    from ftkit.config.checks import interpolation_error
+
+    try:
+        value = OmegaConf.select(full, key)
+    except InterpolationResolutionError as error:
+        raise interpolation_error(error) from None
+    return "" if value is None else str(value)
+
+
+def check_new_run_dir(full: DictConfig, where: str) -> None:
+    """ftkit never writes into a finished (or started) run's directory: a new run gets a new one (resume aside)."""
+    from ftkit.launch.ranks import launched_world_size
+
+    if launched_world_size() > 1:  # ranks of one launched run share the launcher's directory
+        return
+    RunDir(resolved_dir(full, where)).check_new(where=where)
+
+
+def check_new_sweep_dir(full: DictConfig) -> None:
+    """A sweep writes <sweep dir>/<job number>/: a sweep directory that holds another sweep's jobs is refused."""
+    sweep_dir = Path(resolved_dir(full, "hydra.sweep.dir"))
+    taken = [p for p in sweep_dir.iterdir() if p.is_dir() and RunDir(p).holds_run()] if sweep_dir.is_dir() else []
+    if taken or (sweep_dir / "leaderboard.md").exists():
+        raise FtkitError(
+            f"{sweep_dir} already holds a sweep (job directories with runs, or its leaderboard), and its jobs would "
+            "be overwritten",
+            "give hydra.sweep.dir a new directory, or leave it out for a fresh time-stamped one under multirun/",
+            where="hydra.sweep.dir",
+        )
+    RunDir(sweep_dir / "0").check_new(where="hydra.sweep.dir")
+
+
+def sweep_dry_run(jobs: list[list[str]], plan: str) -> None:
+    """dry_run=true under -m: the jobs the sweep would run, each checked; nothing is loaded, trained or written."""
+    print(f"Sweep plan ({plan}):")
+    for number, job in enumerate(jobs):
+        print(f"  job {number}: {' '.join(job) or '(the defaults)'}")
+    print(
+        "Each job listed was composed and checked as a single run is (config, launcher, run directory); its data "
+        "and model load only when it runs. Nothing was loaded, trained or written (dry_run=true). For one job's "
+        "data statistics and memory estimate: ftkit train <its overrides> dry_run=true"
+    )
+
+
+def refuse_failed_sweep() -> None:
+    """A sweep in which every job failed did not do what was asked: exit 2 (bad input in every job) or 1."""
+    from ftkit.commands.sweep import finished_rows
+
+    if not finished_rows or any(row.get("status") == "ok" for row in finished_rows):
+        return
+    first = finished_rows[0].get("error", "no error recorded")
+    if all(row.get("bad_input") for row in finished_rows):
+        raise FtkitError(
+            f"every one of the sweep's {len(finished_rows)} jobs failed; the first: {first}",
+            "correct that setting and start the sweep again",
+            where="sweep",
+        )
+    print(f"ftkit: every one of the sweep's {len(finished_rows)} jobs failed; the first: {first}", file=sys.stderr)
+    sys.exit(1)
 
 
 def check_shared_run_dir(overrides: list[str]) -> None:
     """Ranks started by hand (accelerate launch / torchrun) would each pick a run directory from their own clock."""
-    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    from ftkit.launch.ranks import launched_world_size
+
+    ranks = launched_world_size()
     if ranks > 1 and given_value(overrides, "hydra.run.dir") is None:
         raise FtkitError(
             f"this is one of {ranks} ranks started by a launcher, and no run directory was given, so each rank "
@@ -74,15 +217,6 @@ def check_shared_run_dir(overrides: list[str]) -> None:
             "ftkit train launcher=ddp launcher.num_processes=N",
             where="hydra.run.dir",
         )
-
-
-def refuse_existing_run_dir(overrides: list[str]) -> None:
-    """ftkit never writes into a finished (or started) run's directory: a new run gets a new one (resume aside)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks of one launched run share the launcher's directory
-        return
-    given = given_value(overrides, "hydra.run.dir")
-    if given is not None:
-        RunDir(given).refuse_if_holds_run(where="hydra.run.dir")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ftkit.conf", config_name="train")

@@ -17,6 +17,7 @@ from ftkit.errors import FtkitError, closest
 
 def check(cfg: DictConfig) -> None:
     """Cross-field rules, run before any data or model loads. Raises FtkitError on the first problem."""
+    _check_resolves(cfg)
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         key = missing[0]
@@ -25,19 +26,19 @@ def check(cfg: DictConfig) -> None:
             f"set it on the command line, e.g. {key}=<value>",
             where=key,
         )
+    _check_finite(cfg)
     for name, value in cfg.trainer.items():
         check_trainer_name(str(name), where=f"trainer.{name}")
         plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
         problem = trainer_fields.check_value(str(name), plain)
         if problem:
-            raise FtkitError(
-                f"trainer.{name} {problem}", f"pass a valid value, e.g. trainer.{name}=...", where=f"trainer.{name}"
-            )
+            raise FtkitError(f"trainer.{name} {problem}", trainer_fields.example(str(name), plain), where=f"trainer.{name}")
     _positive(cfg, "trainer.learning_rate", "trainer.learning_rate=2e-4")
     _positive(cfg, "trainer.per_device_train_batch_size", "trainer.per_device_train_batch_size=8")
     _positive(cfg, "trainer.per_device_eval_batch_size", "trainer.per_device_eval_batch_size=16")
     _positive(cfg, "trainer.gradient_accumulation_steps", "trainer.gradient_accumulation_steps=1")
     _positive(cfg, "peft.r", "peft.r=16")
+    _positive(cfg, "peft.alpha", "peft.alpha=32 (the update is scaled by alpha / r)")
     _positive(cfg, "peft.top_layers", "peft.top_layers=15")
     _positive(cfg, "peft.loraplus_lr_ratio", "peft.loraplus_lr_ratio=16")
     _positive(cfg, "model.max_length", "model.max_length=512")
@@ -56,6 +57,14 @@ def check(cfg: DictConfig) -> None:
     _choice(cfg, "data_checks.too_long", ["refuse", "truncate", "drop"])
     _choice(cfg, "data_checks.leakage", ["refuse", "drop", "keep"])
     _positive(cfg, "early_stopping.patience", "early_stopping.patience=3 (or null to train every epoch)")
+    if cfg.early_stopping.threshold < 0:
+        raise FtkitError(
+            f"early_stopping.threshold is {cfg.early_stopping.threshold}: a negative least improvement would count a "
+            "worse evaluation as an improvement",
+            "use early_stopping.threshold=0 (any improvement counts) or a small positive number, e.g. 0.001",
+            where="early_stopping.threshold",
+        )
+    _check_attention(cfg)
     _check_padding_free(cfg)
     _check_early_stopping(cfg)
     if cfg.resume is not None and not isinstance(cfg.resume, (bool, str)) or cfg.resume == "":
@@ -75,6 +84,84 @@ def check(cfg: DictConfig) -> None:
     check_peft(cfg)
     check_launcher(cfg)
     get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
+
+
+def _check_resolves(cfg: DictConfig) -> None:
+    """Every ${...} must resolve now: a bad one would otherwise surface wherever the value is first read."""
+    from omegaconf.errors import GrammarParseError, InterpolationResolutionError
+
+    # Hydra resolves its own node (${hydra:...} only resolves inside its run)
+    job = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        OmegaConf.to_container(job, resolve=True, throw_on_missing=False)
+    except (InterpolationResolutionError, GrammarParseError) as error:
+        raise interpolation_error(error) from None
+
+
+def interpolation_error(error: Exception) -> FtkitError:
+    """A ${...} that does not resolve: an unknown key, a loop, an unset environment variable, an unknown resolver."""
+    full_key = getattr(error, "full_key", None) or "the config"
+    detail = " ".join(str(error).split("\n")[0].split())
+    return FtkitError(
+        f"the interpolation in its value does not resolve ({detail})",
+        "point ${...} at an existing key (ftkit train --cfg job lists them), set the environment variable it "
+        "reads (${oc.env:NAME} or ${oc.env:NAME,default}), or give a plain value",
+        where=full_key,
+    )
+
+
+def _check_finite(cfg: DictConfig, prefix: str = "") -> None:
+    """No setting means inf or nan: a learning rate, a weight or a threshold that is one silently ruins a run."""
+    import math
+
+    items = cfg.items() if isinstance(cfg, DictConfig) else enumerate(cfg)
+    for name, value in items:
+        key = f"{prefix}{name}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{name}]"
+        if key == "hydra":
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            _check_finite(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise FtkitError(f"{key} is {value}, which no run can use", f"give {key} a finite number", where=key)
+
+
+# transformers' attention kernels by name; a hub kernel ("kernels-community/flash-attn") is named by its repo id.
+ATTENTION = {"eager": None, "sdpa": None, "flex_attention": None, "flash_attention_2": "flash_attn",
+             "flash_attention_3": "flash_attn_interface"}
+
+
+def _check_attention(cfg: DictConfig) -> None:
+    """model.attn_implementation is read only when the model loads; a typo would fail there."""
+    given = cfg.model.attn_implementation
+    if given is None or "/" in str(given):
+        return
+    name = str(given).removeprefix("paged|")  # transformers' paged variants, for continuous batching
+    if name not in ATTENTION:
+        raise FtkitError(
+            f"model.attn_implementation={given!r} is not an attention kernel transformers knows",
+            f"use one of {', '.join(ATTENTION)} (or null to let transformers choose); {closest(name, list(ATTENTION))}",
+            where="model.attn_implementation",
+        )
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What this machine must have for the run to start (a run or a dry run asks; printing a config does not)."""
+    from importlib.util import find_spec
+
+    from ftkit.cache import check_cache_dir
+    from ftkit.launch.checks import check_machine as check_launch_machine
+
+    check_launch_machine(cfg)
+    check_cache_dir()
+    name = str(cfg.model.attn_implementation).removeprefix("paged|")
+    package = ATTENTION.get(name)
+    if package is not None and find_spec(package) is None:
+        raise FtkitError(
+            f"model.attn_implementation={name} needs the {package} package, which is not installed",
+            f"install it on a CUDA machine (pip install {package.replace('_', '-')}), or use "
+            "model.attn_implementation=sdpa",
+            where="model.attn_implementation",
+        )
 
 
 def _check_padding_free(cfg: DictConfig) -> None:

@@ -57,24 +57,82 @@ def config_groups_help() -> str:
     return "\n".join(lines)
 
 
-def compose(overrides: list[str]) -> DictConfig:
-    """Compose conf/train.yaml with overrides through Hydra's compose API; user mistakes -> FtkitError."""
+def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose conf/train.yaml with overrides through Hydra's compose API; user mistakes -> FtkitError.
+
+    with_hydra: also return the `hydra` node (run and sweep directories, sweeper, launcher), checked the same way.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
 
+    from ftkit.config.overrides import parse_overrides
+
+    parsed = parse_overrides(overrides)
+    for text, override in zip(overrides, parsed, strict=True):
+        _check_override_shape(text, override)
     register_schemas()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            return hydra_compose(config_name=PRIMARY, overrides=overrides)
+            cfg = hydra_compose(config_name=PRIMARY, overrides=overrides, return_hydra_config=with_hydra)
     except MissingConfigException as error:
         raise _missing_option_error(error) from None
     except ConfigCompositionException as error:
         raise _composition_error(error, overrides) from None
+    except (OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra lets some of these through unwrapped
+        raise _composition_error(error, overrides) from None
     finally:
         GlobalHydra.instance().clear()
+    _refuse_added_keys(overrides, parsed, cfg)
+    return cfg
+
+
+def config_groups() -> list[str]:
+    """The config groups a `group=option` override may choose (conf/ folders and the Hydra plugin groups)."""
+    return [line.split(":", 1)[0] for line in config_groups_help().splitlines()]
+
+
+def _check_override_shape(text: str, override: object) -> None:
+    key = getattr(override, "key_or_group", "")
+    if not key:
+        raise FtkitError(
+            f"the override {text!r} has no key before '='",
+            "write key=value, e.g. peft.r=8 (see the keys with `ftkit train --cfg job`)",
+            where="command line",
+        )
+
+
+# Keys under which the schema takes names it does not list: any SFTConfig field (checked by name in
+# ftkit.config.overrides) and Hydra's own settings (its plugins validate them).
+OPEN_KEYS = ("trainer.", "hydra.")
+
+
+def _refuse_added_keys(overrides: list[str], parsed: list, cfg: DictConfig) -> None:
+    """`+key=v` / `++key=v` add a key Hydra's struct mode would refuse: a typo then hides (`+dryrun=true`).
+
+    A key the schema does not declare is refused whatever its prefix; only the open keys take new names.
+    """
+    added = [
+        (text, o)
+        for text, o in zip(overrides, parsed, strict=True)
+        if (o.is_add() or o.is_force_add()) and "/" not in o.key_or_group and o.key_or_group not in config_groups()
+    ]
+    added = [(text, o) for text, o in added if not o.key_or_group.startswith(OPEN_KEYS)]
+    if not added:
+        return
+    without = [text for text in overrides if text not in {t for t, _ in added}]
+    base = compose(without)
+    for text, override in added:
+        key = override.key_or_group
+        if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+            prefix = "++" if override.is_force_add() else "+"
+            raise _unknown_key_error(key, base, extra=f"'{prefix}' only adds keys the schema leaves open: trainer.*")
+
+
+_ABSENT = object()
 
 
 def _missing_option_error(error: Exception) -> FtkitError:
@@ -91,37 +149,53 @@ def _missing_option_error(error: Exception) -> FtkitError:
 
 
 def _composition_error(error: Exception, overrides: list[str]) -> FtkitError:
-    from omegaconf.errors import ConfigKeyError, ValidationError
+    from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, ValidationError
 
     cause = error.__cause__ or error
     full_key = getattr(cause, "full_key", None) or ""
-    first_line = str(cause).splitlines()[0]
+    first_line = (str(cause).splitlines() or [type(cause).__name__])[0]
     if isinstance(cause, ConfigKeyError) or "not in struct" in str(cause) or " not in '" in str(cause):
-        parent, _, name = full_key.rpartition(".")
-        candidates = _keys_under(parent, overrides)
-        return FtkitError(
-            f"unknown config key {full_key!r}",
-            f"{closest(name, candidates)} (keys under {parent or 'the top level'}: {', '.join(candidates)})",
-            where=full_key,
-        )
+        return _unknown_key_error(full_key, _group_choices_config(overrides))
     if isinstance(cause, ValidationError):
         return FtkitError(
             f"wrong type for {full_key}: {first_line}",
             f"give {full_key} a value of the type its schema declares (see `ftkit train --cfg job`)",
             where=full_key,
         )
+    if isinstance(cause, InterpolationResolutionError):
+        from ftkit.config.checks import interpolation_error
+
+        return interpolation_error(cause)
+    if first_line.startswith("Ambiguous value") or "sweep" in first_line.lower():
+        return FtkitError(
+            f"{first_line.removeprefix('Ambiguous value for argument ')} is a list of values, which is a sweep and "
+            "only -m runs",
+            "add -m for a sweep (ftkit train -m peft.r=8,16), or write a list as key=[a,b], or quote a string "
+            "holding a comma: key='a,b'",
+            where=full_key or "command line",
+        )
     return FtkitError(first_line, "check the override against `ftkit train --cfg job`", where=full_key or None)
 
 
-def _keys_under(parent: str, overrides: list[str]) -> list[str]:
-    """The valid keys of a config node, composed with the user's group choices only."""
-    choices = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0] and not o.startswith("+")]
-    try:
-        base = compose(choices)
-    except FtkitError:
-        base = compose([])
+def _unknown_key_error(full_key: str, base: DictConfig, extra: str = "") -> FtkitError:
+    parent, _, name = full_key.rpartition(".")
     node = OmegaConf.select(base, parent) if parent else base
-    return [str(k) for k in node] if isinstance(node, DictConfig) else []
+    candidates = [str(k) for k in node] if isinstance(node, DictConfig) else []
+    because = f" ({extra})" if extra else ""
+    hint = closest(name, candidates)
+    if hint.startswith("did you mean"):  # otherwise the hint lists them already
+        hint += f" (keys under {parent or 'the top level'}: {', '.join(candidates)})"
+    return FtkitError(f"unknown config key {full_key!r}{because}", hint, where=full_key)
+
+
+def _group_choices_config(overrides: list[str]) -> DictConfig:
+    """The config composed with the user's group choices only (where the valid keys of a node are looked up)."""
+    groups = set(config_groups())
+    choices = [o for o in overrides if "=" in o and o.lstrip("+").split("=", 1)[0] in groups]
+    try:
+        return compose(choices)
+    except FtkitError:
+        return compose([])
 
 
 def run_config(run: RunDir | None, overrides: list[str]) -> DictConfig:

@@ -35,6 +35,35 @@ OWNED_ELSEWHERE = {
 }
 
 
+# The range of numeric SFTConfig fields (the type alone accepts -3 epochs): what each must be, and the test.
+# (learning rate, batch sizes and accumulation steps are checked as positive in ftkit.config.checks.)
+RANGES: dict[str, tuple[str, Any]] = {
+    "num_train_epochs": ("> 0", lambda v: v > 0),
+    "max_steps": ("-1 (no limit) or > 0", lambda v: v == -1 or v > 0),
+    "eval_accumulation_steps": (">= 1", lambda v: v >= 1),
+    "warmup_steps": (">= 0 (below 1: a fraction of the steps)", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "adam_beta1": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "adam_beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "adam_epsilon": ("> 0", lambda v: v > 0),
+    "max_grad_norm": (">= 0 (0: no clipping)", lambda v: v >= 0),
+    "label_smoothing_factor": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "neftune_noise_alpha": (">= 0", lambda v: v >= 0),
+    "logging_steps": ("> 0", lambda v: v > 0),
+    "eval_steps": ("> 0", lambda v: v > 0),
+    "save_steps": ("> 0", lambda v: v > 0),
+    "eval_delay": (">= 0", lambda v: v >= 0),
+    "save_total_limit": (">= 1", lambda v: v >= 1),
+    "seed": (">= 0", lambda v: v >= 0),
+    "data_seed": (">= 0", lambda v: v >= 0),
+    "dataloader_num_workers": (">= 0", lambda v: v >= 0),
+    "dataloader_prefetch_factor": (">= 1", lambda v: v >= 1),
+    "dataset_num_proc": (">= 1", lambda v: v >= 1),
+    "ddp_timeout": ("> 0 (seconds)", lambda v: v > 0),
+    "torch_empty_cache_steps": (">= 1", lambda v: v >= 1),
+}
+
+
 def _kinds(annotation: Any) -> tuple[list[str], list[Any] | None]:
     """Map a type annotation to JSON-ish kinds (bool/int/float/str/list/dict/null/any) and allowed choices."""
     origin = typing.get_origin(annotation)
@@ -46,8 +75,11 @@ def _kinds(annotation: Any) -> tuple[list[str], list[Any] | None]:
             kinds += [k for k in sub if k not in kinds]
             if sub_choices is not None:
                 choices = (choices or []) + sub_choices
-        # An enum or Literal next to a plain str means "any string", so the choices no longer restrict it.
-        if choices is not None and any(a is str for a in typing.get_args(annotation) if typing.get_origin(a) is None):
+        # A Literal next to a plain str means "any string". An enum next to str does not: transformers converts
+        # the string to the enum in __post_init__ (SchedulerType("nope") raises), so its values are the choices.
+        args = typing.get_args(annotation)
+        has_enum = any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args)
+        if choices is not None and not has_enum and any(a is str for a in args if typing.get_origin(a) is None):
             choices = None
         return kinds, choices
     if origin is typing.Literal:
@@ -136,7 +168,23 @@ def check_value(name: str, value: Any) -> str | None:
     choices = spec.get("choices")
     if choices is not None and value not in choices:
         return f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+    if kind in ("int", "float") and name in RANGES:
+        said, fits_range = RANGES[name]
+        if not fits_range(value):
+            return f"must be {said}, got {value!r}"
     return None
+
+
+def example(name: str, value: Any) -> str:
+    """The fix for a value check_value refused: the nearest choice, or the field's default as an example."""
+    spec = load()[name]
+    if spec.get("choices"):
+        from ftkit.errors import closest
+
+        return f"{closest(str(value), [str(c) for c in spec['choices']])} (e.g. trainer.{name}={spec['choices'][0]})"
+    if spec.get("default") is not None:
+        return f"pass a valid value, e.g. trainer.{name}={spec['default']} (TRL's default)"
+    return f"pass a valid value, or leave trainer.{name} out for TRL's default"
 
 
 if __name__ == "__main__":

@@ -78,6 +78,21 @@ class ClassificationTask:
             raise FtkitError(
                 "a classification recipe needs at least two labels", "list them in recipe.labels", where="recipe.labels"
             )
+        blank = [i for i, label in enumerate(labels) if not isinstance(label, str) or not label.strip()]
+        if blank:
+            raise FtkitError(
+                f"recipe.labels[{blank[0]}] is {labels[blank[0]]!r}: a label must be a non-empty word the model can "
+                "write as its answer",
+                "give every label a name, e.g. 'recipe.labels=[Pump,Motor,Valve]'",
+                where="recipe.labels",
+            )
+        spaced = [label for label in labels if label != label.strip()]
+        if spaced:
+            raise FtkitError(
+                f"recipe.labels has {spaced[0]!r}, with spaces around it, which the records' labels would never match",
+                f"write it without the spaces: {spaced[0].strip()!r}",
+                where="recipe.labels",
+            )
         duplicated = sorted({label for label in labels if labels.count(label) > 1})
         if duplicated:
             raise FtkitError(

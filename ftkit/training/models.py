@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ftkit.cache import cache_dir
 from ftkit.errors import FtkitError
 from ftkit.run_dir import RunDir
 
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "pkg://"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FTKIT_CACHE", Path.home() / ".cache" / "ftkit")).expanduser()
 
 
 def resolve_source(cfg: DictConfig) -> tuple[str, str | None]:

@@ -26,15 +26,44 @@ def check_peft(cfg: DictConfig) -> None:
             f"use one of {', '.join(BIASES)}, e.g. peft.bias=none",
             where="peft.bias",
         )
-    targets = peft.target_modules
-    if targets is None or (not isinstance(targets, str) and len(targets) == 0) or targets == "":
-        raise FtkitError(
-            "peft.target_modules is empty, so LoRA would adapt no layer",
-            "use peft.target_modules=all-linear, or a list of layer names, e.g. peft.target_modules=[q_proj,v_proj]",
-            where="peft.target_modules",
-        )
+    _check_targets(peft.target_modules)
     if method == "qlora":
         _check_qlora(cfg)
+
+
+TARGETS_FIX = "use peft.target_modules=all-linear, or a list of layer names, e.g. peft.target_modules=[q_proj,v_proj]"
+
+
+def _check_targets(targets: object) -> None:
+    """all-linear, a list of layer names, or one string PEFT reads as a regular expression over module names."""
+    import re
+
+    from omegaconf import ListConfig
+
+    if isinstance(targets, ListConfig):
+        names = list(targets)
+        if not names:
+            raise FtkitError("peft.target_modules is empty, so LoRA would adapt no layer", TARGETS_FIX,
+                             where="peft.target_modules")
+        odd = [name for name in names if not isinstance(name, str) or not name.strip()]
+        if odd:
+            raise FtkitError(f"peft.target_modules holds {odd[0]!r}, which is not a layer name", TARGETS_FIX,
+                             where="peft.target_modules")
+        return
+    if not isinstance(targets, str) or not targets.strip():
+        raise FtkitError(
+            f"peft.target_modules is {targets!r}: neither all-linear, a list of layer names nor a pattern",
+            TARGETS_FIX,
+            where="peft.target_modules",
+        )
+    try:
+        re.compile(targets)
+    except re.error as error:
+        raise FtkitError(
+            f"peft.target_modules={targets!r} is neither all-linear nor a valid regular expression ({error})",
+            TARGETS_FIX,
+            where="peft.target_modules",
+        ) from None
 
 
 def _check_full_fine_tuning(cfg: DictConfig) -> None:

@@ -51,9 +51,7 @@ PACKAGES = ["trl", "transformers", "datasets", "tokenizers"]
 
 
 def cache_folder() -> Path:
-    from ftkit.training.models import (
-        cache_dir,  # ftkit.training.models imports torch; this module's callers have it loaded
-    )
+    from ftkit.cache import cache_dir
 
     return cache_dir() / "datasets"
 
