@@ -314,7 +314,7 @@ def test_load_64_clients_are_batched(server):
         (["--run", "x", "--threads", "0"], "--threads is 0"),
         (["--run", "x", "--bogus"], "unrecognized arguments: --bogus"),
         ([], "the following arguments are required: --run"),
-        (["--run", "no/such/run", "--port", "0"], "is not a finished ftkit run"),
+        (["--run", "no/such/run", "--port", str(free_port())], "is not a finished ftkit run"),  # free: 0 is refused
     ],
 )
 def test_bad_flags_exit_2_with_one_paragraph(tmp_path, args, message):

@@ -2,8 +2,10 @@
 
 Every request is checked before it reaches the model (max_tokens, prompt length, number of inputs, n, stop), so
 a bad request costs a 4xx and nothing else; an unexpected failure inside a batch fails that batch's requests with
-a 500 and the server keeps serving. Non-streamed requests go through the DynamicBatcher; streamed ones run as a
-batch of one (TextIteratorStreamer follows one row), sharing the model lock with the batches.
+a 500 and the server keeps serving. A 500 says only an error id; the exception goes to the server's log. A request
+that outlives --request-timeout-s gets a 504 (a stream, already answering 200, ends with an error event instead).
+Non-streamed requests go through the DynamicBatcher; streamed ones run as a batch of one (TextIteratorStreamer
+follows one row), sharing the model lock with the batches. /health answers 503 once the batcher's consumer is dead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,21 +30,27 @@ from ftkit.serve.engine import ChatJob, Engine, cut_at_stop
 from ftkit.serve.guard import Guard
 from ftkit.serve.options import ServeOptions
 from ftkit.serve.prometheus import CONTENT_TYPE, Metrics
-from ftkit.serve.protocol import ApiError, ChatRequest, TextsRequest, error_body
+from ftkit.serve.protocol import ApiError, ChatRequest, TextsRequest, error_body, log_failure, server_error
 from ftkit.serve.variants import Router, Served, Variant
 
 MAX_STOPS = 4
 
 
-def create_app(served: Served, opts: ServeOptions) -> Any:
-    """The ASGI app (FastAPI wrapped in the auth / body-limit / metrics guard)."""
+def create_app(
+    served: Served, opts: ServeOptions, run: Callable[[Hashable, list[Any]], list[Any]] | None = None
+) -> Any:
+    """The ASGI app (FastAPI wrapped in the auth / body-limit / metrics guard).
+
+    run(key, payloads) answers a batch; by default the engine's model calls (tests give their own).
+    """
     engine, router, metrics = Engine(served), Router(served.variants), Metrics()
     batcher = DynamicBatcher(
-        lambda key, payloads: run_batch(engine, key, payloads),
+        run or (lambda key, payloads: run_batch(engine, key, payloads)),
         opts.max_batch_size,
         opts.max_wait_ms,
         opts.max_queue,
         on_batch=lambda key, size: metrics.batch_size.labels(key[0], key[1]).observe(size),
+        timeout_s=opts.request_timeout_s,
     )
     streams = {"active": 0}
 
@@ -56,8 +64,11 @@ def create_app(served: Served, opts: ServeOptions) -> Any:
     install_error_handlers(app)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": list(served.variants), "queue": batcher.waiting}
+    async def health() -> Any:
+        report = {"status": "ok", "models": list(served.variants), "queue": batcher.waiting}
+        if not batcher.alive:  # requests would get 503: say so, so a load balancer or supervisor acts on it
+            return JSONResponse({**report, "status": "unhealthy", "reason": batcher.failure}, status_code=503)
+        return report
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -96,7 +107,8 @@ def create_app(served: Served, opts: ServeOptions) -> Any:
         if body.stream:
             if batcher.waiting + streams["active"] >= opts.max_queue:
                 raise ApiError(503, "The server is at capacity; retry shortly", "server_overloaded", code="queue_full")
-            return StreamingResponse(stream_events(engine, variant, job, body, streams), media_type="text/event-stream")
+            events = stream_events(engine, variant, job, body, streams, opts.request_timeout_s)
+            return StreamingResponse(events, media_type="text/event-stream")
         key = ("chat", variant.name, body.temperature, body.top_p)
         result = await batcher.submit(key, job, reserved=streams["active"])
         return {
@@ -175,6 +187,7 @@ def check_prompt(length: int, opts: ServeOptions, param: str) -> None:
 
 
 def model_card(variant: Variant, base: str) -> dict[str, Any]:
+    """What a client may know of a variant: its name and abilities, never where it lives on the server's disk."""
     return {
         "id": variant.name,
         "object": "model",
@@ -182,18 +195,23 @@ def model_card(variant: Variant, base: str) -> dict[str, Any]:
         "owned_by": "ftkit",
         "recipe": variant.recipe_name,
         "base_model": base,
-        "run": variant.run_dir,
         "weight": variant.weight,
         "capabilities": list(variant.kinds),
     }
 
 
 async def stream_events(
-    engine: Engine, variant: Variant, job: ChatJob, body: ChatRequest, streams: dict[str, int]
+    engine: Engine,
+    variant: Variant,
+    job: ChatJob,
+    body: ChatRequest,
+    streams: dict[str, int],
+    timeout_s: float | None = None,
 ) -> AsyncIterator[str]:
     """Server-sent events as OpenAI sends them: a role chunk, content chunks, a finish chunk, then [DONE].
 
-    Text that could be the start of a stop string is held back until it is known not to be one.
+    Text that could be the start of a stop string is held back until it is known not to be one. A stream still
+    going after timeout_s ends with an error event (its 200 is already sent) and stops its generation.
     """
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
@@ -206,11 +224,18 @@ async def stream_events(
     pieces = engine.stream(variant, job, body.temperature, body.top_p, halt, info)
     hold = max((len(s) for s in job.stops), default=1) - 1
     text, sent, stopped = "", 0, False
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     streams["active"] += 1
     try:
         yield chunk({"role": "assistant", "content": ""})
         while True:
-            piece = await asyncio.to_thread(next, pieces, None)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            try:
+                piece = await asyncio.wait_for(asyncio.to_thread(next, pieces, None), left)
+            except TimeoutError:
+                message = f"The request took longer than this server's limit of {timeout_s:g} s; retry later"
+                yield f"data: {json.dumps(error_body(message, 'timeout_error', None, 'request_timeout'))}\n\n"
+                return
             if piece is None:
                 break
             text += piece
@@ -227,7 +252,8 @@ async def stream_events(
         yield chunk({}, finish)
         yield "data: [DONE]\n\n"
     except Exception as error:  # noqa: BLE001 (the stream has started: report in-band, keep the server up)
-        yield f"data: {json.dumps(error_body(f'Generation failed: {error}', 'server_error'))}\n\n"
+        failure = server_error(log_failure(error, f"a stream on {variant.name}"))
+        yield f"data: {json.dumps(failure.body())}\n\n"
     finally:
         halt.set()  # generation stops at its next token and releases the model
         with contextlib.suppress(ValueError):  # a worker thread may still be inside next(pieces) (client gone)
@@ -270,5 +296,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         request.state.error_type = "server_error"
-        body = error_body(f"The server failed on this request: {type(error).__name__}: {error}", "server_error")
-        return JSONResponse(body, status_code=500)
+        ident = log_failure(error, f"{request.method} {request.url.path}")
+        request.state.error_id = ident  # the Guard then knows it was answered and logged (no second traceback)
+        failure = server_error(ident)
+        return JSONResponse(failure.body(), status_code=failure.status)

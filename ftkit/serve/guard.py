@@ -2,6 +2,10 @@
 
 It is plain ASGI rather than FastAPI middleware so that it can bound the body while it is read (a chunked upload
 without Content-Length is cut off at the limit too) and time a streamed response until its last byte.
+
+The key is compared as bytes, UTF-8 on both sides, in constant time: the header's raw bytes are never decoded, so
+no decoding can make a right key fail or a wrong one pass (options.parse accepts only printable-ASCII keys, the
+ones every HTTP client can send).
 """
 
 from __future__ import annotations
@@ -56,14 +60,18 @@ class Guard:
                 await _respond(timed_send, 413, error_body(message, "invalid_request_error", None, "body_too_large"))
                 return
             receive = _replay(body, receive)
-        await self.app(scope, receive, timed_send)
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            if "error_id" not in state:
+                raise
+            # Starlette re-raises after the app's 500 handler answered and logged it: do not log it twice
 
     def _authorised(self, scope: dict) -> bool:
-        headers = dict(scope["headers"])
-        given = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, token = given.partition(" ")
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
         assert self.api_key is not None
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key.encode("utf-8"))
 
     async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
         """The whole body, or None once it passes the limit (declared or actual)."""

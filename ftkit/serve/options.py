@@ -2,11 +2,15 @@
 
 serve takes flags rather than Hydra overrides: it composes no new config, it replays each run's own
 (ftkit.config.compose.run_config), so the prompts, labels and base model are the ones each adapter was trained with.
+Every numeric flag must be a finite number in its range (argparse's float() takes 'nan' and 'inf'), and an address
+other than loopback needs an API key or an explicit --allow-unauthenticated, all refused here, before any loading.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -19,7 +23,9 @@ EXAMPLES = """examples:
   ftkit serve --run outputs/tickets/2026-11-22/10-00-00
   ftkit serve --run a=outputs/tickets/2026-11-22/10-00-00:0.9 --run b=outputs/tickets/2026-11-23/09-00-00:0.1
   FTKIT_API_KEY=secret ftkit serve --run outputs/ner/2026-11-22/11-00-00 --host 0.0.0.0 --port 8080
+  ftkit serve --run outputs/ner/2026-11-22/11-00-00 --host 10.0.0.5 --allow-unauthenticated   # a trusted network
 """
+KEY_CHARS = re.compile(r"[!-~](?:[ -~]*[!-~])?")  # printable ASCII, no space at either end (the token is stripped)
 
 
 @dataclass
@@ -47,6 +53,8 @@ class ServeOptions:
     max_inputs: int = 64
     log_level: str = "info"
     threads: int | None = None
+    request_timeout_s: float = 300.0
+    allow_unauthenticated: bool = False
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,10 +79,25 @@ def parser() -> argparse.ArgumentParser:
         help="a run directory to serve (repeat for A/B); NAME is its model id, WEIGHT its share of unrouted traffic",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $FTKIT_API_KEY)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 1-65535 (default 8000)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY', printable ASCII (default: $FTKIT_API_KEY); needed off loopback",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback --host without an API key (anyone who can reach it can use it)",
+    )
     p.add_argument("--max-batch-size", type=int, default=16, help="requests gathered into one forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill (default 10)")
+    p.add_argument(
+        "--request-timeout-s",
+        type=float,
+        default=300.0,
+        help="a request unanswered after this many seconds gets 504; a stream ends with an error event (default 300)",
+    )
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before new ones get 503")
     p.add_argument("--max-tokens-limit", type=int, default=512, help="largest max_tokens a request may ask for")
     p.add_argument(
@@ -122,8 +145,42 @@ def parse_run(spec: str) -> RunSpec:
 
 
 def _at_least(value: float, low: float, flag: str, example: str) -> None:
+    """value must be a finite number >= low ('nan' compares false with everything, so test it first)."""
+    if not math.isfinite(value):
+        raise FtkitError(f"{flag} is {value}, not a finite number", f"use e.g. {flag} {example}", where=flag)
     if value < low:
         raise FtkitError(f"{flag} is {value:g}, below its minimum {low:g}", f"use e.g. {flag} {example}", where=flag)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach host; a name other than localhost counts as reachable from outside."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_key(flag: str | None) -> str | None:
+    """The key from --api-key, else $FTKIT_API_KEY (where empty means none), refused unless printable ASCII."""
+    if flag is not None:
+        key, where = flag, "--api-key"
+        if not key.strip():
+            raise FtkitError("--api-key is empty", "give a non-empty key, or leave --api-key out", where=where)
+    else:
+        key, where = os.environ.get("FTKIT_API_KEY") or None, "FTKIT_API_KEY"
+    if key is not None and not KEY_CHARS.fullmatch(key):
+        odd = sorted({repr(c) for c in key if not " " <= c <= "~"})
+        problem = f"holds {', '.join(odd)}" if odd else "starts or ends with a space"
+        raise FtkitError(
+            f"the API key {problem}; a Bearer token must be printable ASCII (the openai client cannot send others, "
+            "and a space at either end is dropped by the server)",
+            "use printable ASCII without spaces at the ends, e.g. one from "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            where=where,
+        )
+    return key
 
 
 def parse(args: list[str]) -> ServeOptions:
@@ -135,11 +192,21 @@ def parse(args: list[str]) -> ServeOptions:
             "give at least one run a positive weight, e.g. --run a=<run dir>:1",
             where="--run",
         )
-    _at_least(ns.port, 0, "--port", "8000")
-    if ns.port > 65535:
+    if not 1 <= ns.port <= 65535:
         raise FtkitError(f"--port {ns.port} is not a TCP port", "use 1-65535, e.g. --port 8000", where="--port")
     _at_least(ns.max_batch_size, 1, "--max-batch-size", "16 (1 turns batching off)")
     _at_least(ns.max_wait_ms, 0, "--max-wait-ms", "10")
+    _at_least(ns.request_timeout_s, 0, "--request-timeout-s", "300")
+    if ns.request_timeout_s == 0:
+        fix = "use e.g. --request-timeout-s 300"
+        raise FtkitError("--request-timeout-s is 0, so every request would time out", fix, where="--request-timeout-s")
+    if ns.max_wait_ms / 1000 >= ns.request_timeout_s:
+        raise FtkitError(
+            f"--max-wait-ms {ns.max_wait_ms:g} is not below --request-timeout-s {ns.request_timeout_s:g} "
+            f"({ns.request_timeout_s * 1000:g} ms), so a lone request would time out waiting for its batch to fill",
+            "lower --max-wait-ms (10 by default) or raise --request-timeout-s",
+            where="--max-wait-ms",
+        )
     _at_least(ns.max_queue, 1, "--max-queue", "256")
     _at_least(ns.max_tokens_limit, 1, "--max-tokens-limit", "512")
     if ns.default_max_tokens is None:
@@ -156,9 +223,15 @@ def parse(args: list[str]) -> ServeOptions:
             "lower the default or raise the limit",
             where="--default-max-tokens",
         )
-    api_key = ns.api_key if ns.api_key is not None else os.environ.get("FTKIT_API_KEY") or None
-    if api_key is not None and not api_key.strip():
-        raise FtkitError("--api-key is empty", "give a non-empty key, or leave --api-key out", where="--api-key")
+    api_key = _api_key(ns.api_key)
+    if api_key is None and not ns.allow_unauthenticated and not is_loopback(ns.host):
+        raise FtkitError(
+            f"--host {ns.host} is not a loopback address and no API key is set, so anyone who can reach the server "
+            "could use its models",
+            "set a key with --api-key KEY or FTKIT_API_KEY=KEY (clients send 'Authorization: Bearer KEY'), or pass "
+            "--allow-unauthenticated if the network is trusted, or bind --host 127.0.0.1",
+            where="--host",
+        )
     return ServeOptions(
         runs=runs,
         host=ns.host,
@@ -174,4 +247,6 @@ def parse(args: list[str]) -> ServeOptions:
         max_inputs=ns.max_inputs,
         log_level=ns.log_level,
         threads=ns.threads,
+        request_timeout_s=ns.request_timeout_s,
+        allow_unauthenticated=ns.allow_unauthenticated,
     )

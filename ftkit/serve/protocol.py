@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("ftkit")
 
 
 class ApiError(Exception):
@@ -27,6 +31,22 @@ class ApiError(Exception):
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def log_failure(error: BaseException, what: str) -> str:
+    """Log an unexpected failure with its traceback under a new error id, and return the id.
+
+    The id goes to the client instead of the exception's text, which can hold paths, data or model internals.
+    """
+    ident = uuid.uuid4().hex[:12]
+    log.error("%s failed (error id %s): %s: %s", what, ident, type(error).__name__, error, exc_info=error)
+    return ident
+
+
+def server_error(ident: str) -> ApiError:
+    """The 500 answered for an unexpected failure: a generic message and the error id to find it in the log."""
+    message = f"The server failed on this request (error id {ident}); the server's log has the details"
+    return ApiError(500, message, type="server_error", code="internal_error")
 
 
 class TextPart(BaseModel):

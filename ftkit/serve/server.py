@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -14,12 +13,14 @@ log = logging.getLogger("ftkit")
 
 def main(args: list[str]) -> None:
     """Parse the flags, check the port is free, load the runs, then serve until interrupted."""
-    from ftkit.serve.options import parse
+    from ftkit.serve.options import is_loopback, parse
 
-    opts = parse(args)
+    opts = parse(args)  # refuses a non-loopback host without a key unless --allow-unauthenticated
     check_port(opts.host, opts.port)
     if opts.api_key is None and not is_loopback(opts.host):
-        log.warning("serving on %s without an API key: anyone who can reach it can use it (set --api-key)", opts.host)
+        log.warning(
+            "serving on %s without an API key (--allow-unauthenticated): anyone who can reach it can use it", opts.host
+        )
 
     if opts.threads is not None:
         # Before torch loads, so every thread's OpenMP pool gets it (the model runs in worker threads). On a CPU
@@ -39,23 +40,16 @@ def main(args: list[str]) -> None:
     served = load(opts.runs)
     app = create_app(served, opts)
     log.info(
-        "ftkit serve on http://%s:%d (docs at /docs): %s; batching up to %d requests / %g ms",
+        "ftkit serve on http://%s:%d (docs at /docs): %s; batching up to %d requests / %g ms; requests time out "
+        "after %g s",
         opts.host,
         opts.port,
         ", ".join(served.variants),
         opts.max_batch_size,
         opts.max_wait_ms,
+        opts.request_timeout_s,
     )
     uvicorn.run(app, host=opts.host, port=opts.port, log_level=opts.log_level, access_log=opts.log_level == "debug")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_port(host: str, port: int) -> None:
