@@ -17,7 +17,7 @@ commands:
   export   a run as a Hugging Face model folder: adapter merged into the base (merge=true) or alone (merge=false)
   serve    an OpenAI-compatible HTTP server for one run or several adapters of one base (flags: ftkit serve --help)
 
-  ftkit train --help      config groups, the composed config and examples
+  ftkit <command> --help  that command's options and examples (train: config groups and the composed config)
   ftkit train --cfg job   print the composed config and stop
   ftkit eval run=outputs/tickets/2026-11-22/10-00-00 recipe.data.test=more_tickets.jsonl
   echo '{"text": "pump P-3 seal leaking"}' | ftkit predict run=outputs/tickets/2026-11-22/10-00-00
@@ -32,11 +32,12 @@ COMMANDS = {
     "export": "ftkit.commands.export:export_command",
     "serve": "ftkit.serve.server:main",
 }
+HELP_FLAGS = ("-h", "--help")
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help"):
+    if not args or args[0] in HELP_FLAGS:
         print(USAGE)
         return
     run_command(args[0], args[1:])
@@ -50,10 +51,16 @@ def run_command(command: str, args: list[str]) -> None:
             f"use one of: {', '.join(COMMANDS)}; {closest(command, list(COMMANDS))}",
             where="command line",
         )
+    module_name, _, function = COMMANDS[command].partition(":")
+    module = importlib.import_module(module_name)
+    # train (Hydra) and serve (argparse) answer --help themselves; eval, predict and export keep a USAGE beside them.
+    usage = getattr(module, "USAGE", {}).get(command)
+    if usage and any(arg in HELP_FLAGS for arg in args):
+        print(usage, end="")
+        return
     if command != "train":  # train logs through Hydra
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    module, _, function = COMMANDS[command].partition(":")
-    getattr(importlib.import_module(module), function)(args)
+    getattr(module, function)(args)
 
 
 if __name__ == "__main__":

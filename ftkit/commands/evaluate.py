@@ -25,6 +25,45 @@ from ftkit.run_dir import EVAL_PREDICTIONS, METRICS, RunDir
 
 log = logging.getLogger("ftkit")
 
+# What `ftkit eval --help` and `ftkit predict --help` print (ftkit/cli.py asks each command's module for its USAGE).
+USAGE = {
+    "eval": f"""usage: ftkit eval [run=<run dir>] [out=<dir>] [key=value ...]
+
+Scores a finished run's model on the recipe's test split with the recipe's metrics: its adapter on the base model
+(in 4 bits for a peft=qlora run), or the whole model a peft=none run saved; without run=, the base model alone.
+The run's own overrides are replayed first, so the recipe, labels, prompt and base model are the ones it trained
+with; the overrides given here come after them. Writes {METRICS} and {EVAL_PREDICTIONS}, and prints the metrics.
+
+options:
+  run=<run dir>   a finished `ftkit train` run directory (default: none, score the base model)
+  out=<dir>       a new or empty folder for the results (default: a new time-stamped folder in the run
+                  directory, or outputs/eval/<recipe>/<time> without run=)
+  key=value       any config override, as for ftkit train (ftkit train --help), e.g. recipe.data.test=<file>
+
+examples:
+  ftkit eval run=outputs/tickets/2026-11-22/10-00-00
+  ftkit eval run=outputs/tickets/2026-11-22/10-00-00 recipe.data.test=more_tickets.jsonl out=eval/more
+  ftkit eval recipe=sentiment evaluate.max_examples=100      # the base model alone
+""",
+    "predict": """usage: ftkit predict [run=<run dir>] [input=<file>|-] [output=<file>|-] [key=value ...]
+
+Predicts, for each JSON object (one per line) of the input, the recipe's answer with a finished run's model, or
+with the base model alone without run=, and writes one JSON line per record: {"input": <the record>,
+"prediction": <the answer>}. The run's own overrides are replayed first, so the recipe, labels and prompt are the
+ones it trained with.
+
+options:
+  run=<run dir>     a finished `ftkit train` run directory (default: none, the base model)
+  input=<file>|-    JSONL records with the recipe's input fields (default: -, standard input)
+  output=<file>|-   where the predictions go (default: -, standard output)
+  key=value         any config override, as for ftkit train, e.g. evaluate.batch_size=32
+
+examples:
+  echo '{"text": "pump P-3 seal leaking"}' | ftkit predict run=outputs/tickets/2026-11-22/10-00-00
+  ftkit predict run=outputs/tickets/2026-11-22/10-00-00 input=tickets.jsonl output=answers.jsonl
+""",
+}
+
 
 def eval_command(args: list[str]) -> None:
     """ftkit eval [run=<run dir>] [out=<dir>] [overrides]"""

@@ -32,6 +32,27 @@ from ftkit.run_dir import RunDir
 
 log = logging.getLogger("ftkit")
 
+# What `ftkit export --help` prints (ftkit/cli.py asks each command's module for its USAGE).
+USAGE = {
+    "export": """usage: ftkit export run=<run dir> [out=<dir>] [merge=true|false] [key=value ...]
+
+Writes a finished run as a Hugging Face model folder with a model card (README.md). merge=true: the adapter merged
+into the base weights, a standalone folder that AutoModelForCausalLM.from_pretrained loads with nothing else (a
+QLoRA run merges into the de-quantized base); merge=false: the adapter alone, with a card naming the base it needs.
+A full fine-tuning run (peft=none) is exported as its whole model. The folder appears only once complete.
+
+options:
+  run=<run dir>      the finished `ftkit train` run to export (required)
+  out=<dir>          the folder to write, which must not exist (default: a new folder in the run directory)
+  merge=true|false   merge the adapter into the base (default: true), or export the adapter alone
+  key=value          a config override, replayed after the run's own, as for ftkit train
+
+examples:
+  ftkit export run=outputs/tickets/2026-11-22/10-00-00
+  ftkit export run=outputs/tickets/2026-11-22/10-00-00 merge=false out=tickets-adapter
+""",
+}
+
 
 def export_command(args: list[str]) -> None:
     """ftkit export run=<run dir> [out=<dir>] [merge=true|false] [overrides]"""

@@ -126,7 +126,7 @@ def check_trainer_name(name: str, where: str) -> None:
 
 def parse_command_options(command: str, args: list[str], defaults: dict[str, str | None]) -> tuple[dict, list[str]]:
     """(options, overrides) of eval / predict / export: `name=value` for the command's own options, the rest config
-    overrides (key=value); flags are refused."""
+    overrides (key=value); flags are refused (ftkit.cli answers -h / --help before this is called)."""
     options = dict(defaults)
     overrides = []
     for arg in args:
@@ -136,7 +136,8 @@ def parse_command_options(command: str, args: list[str], defaults: dict[str, str
         elif arg.startswith("-"):
             raise FtkitError(
                 f"ftkit {command} takes no flag {arg!r}",
-                f"give {', '.join(f'{k}=' for k in options)} and config overrides (key=value)",
+                f"give {', '.join(f'{k}=' for k in options)} and config overrides (key=value); "
+                f"ftkit {command} --help shows them with examples",
                 where="command line",
             )
         else:

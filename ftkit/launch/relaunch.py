@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ftkit.launch.accelerate import accelerate_command
+from ftkit.launch.checks import check_machine
 from ftkit.launch.ranks import in_launched_rank, world_size
 
 log = logging.getLogger("ftkit")
@@ -26,6 +27,8 @@ log = logging.getLogger("ftkit")
 
 def relaunch(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> int | None:
     """Re-run this command under accelerate (or submit it to SLURM). None: go on in this process."""
+    # Every way into a run passes here (a single run, each sweep job): what the machine lacks is refused first.
+    check_machine(cfg)
     if cfg.launcher.name == "local" or in_launched_rank():
         return None
     run_dir = run_dir.resolve()

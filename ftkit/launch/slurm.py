@@ -56,10 +56,10 @@ def render_sbatch(cfg: DictConfig, run_dir: Path, overrides: list[str], write_fi
         "nodes": str(launcher.nodes),
         "procs_per_node": str(launcher.num_processes),
         "world_size": str(world_size(cfg)),
-        "job_name": _sbatch_value("launcher.job_name", launcher.job_name),
-        "time": _sbatch_value("launcher.time", launcher.time),
-        "log": _sbatch_value("hydra.run.dir", log_file),
-        "workdir": _sbatch_value("the working directory", str(Path.cwd())),
+        "job_name": sbatch_value("launcher.job_name", launcher.job_name),
+        "time": sbatch_value("launcher.time", launcher.time),
+        "log": sbatch_value("hydra.run.dir", log_file),
+        "workdir": sbatch_value("the working directory", str(Path.cwd())),
         "sbatch_options": "\n".join(f"#SBATCH {option}" for option in sbatch_options(cfg)),
         "env_setup": "\n".join(launcher.env_setup) or "# (none: launcher.env_setup is empty)",
         "master_port": str(launcher.main_process_port or f'"$({shlex.quote(sys.executable)} -c "{FREE_PORT}")"'),
@@ -80,9 +80,9 @@ def sbatch_options(cfg: DictConfig) -> list[str]:
         "partition": launcher.partition,
         "account": launcher.account,
     }
-    lines = [f"--{key}={_sbatch_value(f'launcher.{key}', value)}" for key, value in options.items() if value]
+    lines = [f"--{key}={sbatch_value(f'launcher.{key}', value)}" for key, value in options.items() if value]
     for extra in launcher.sbatch_extra:
-        extra = _one_line("launcher.sbatch_extra", str(extra)).strip().removeprefix("#SBATCH").strip()
+        extra = single_line("launcher.sbatch_extra", str(extra)).strip().removeprefix("#SBATCH").strip()
         lines.append(extra if extra.startswith("-") else f"--{extra}")
     return lines
 
@@ -98,15 +98,15 @@ def node_launch_command(cfg: DictConfig, run_dir: Path, overrides: list[str], wr
     return "exec " + " ".join(f'"{word}"' if word in variables else shlex.quote(word) for word in command)
 
 
-def _sbatch_value(key: str, value: object) -> str:
+def sbatch_value(key: str, value: object) -> str:
     """A value for an #SBATCH line: one line, double-quoted when it has spaces."""
-    text = _one_line(key, str(value))
+    text = single_line(key, str(value))
     if '"' in text:
         raise FtkitError(f"{key}={text!r} has a double quote", f"give {key} without double quotes", where=key)
     return f'"{text}"' if any(char.isspace() for char in text) else text
 
 
-def _one_line(key: str, text: str) -> str:
+def single_line(key: str, text: str) -> str:
     if "\n" in text or "\r" in text:
         raise FtkitError(
             f"{key}={text!r} spans lines, and an #SBATCH option must fit on one", f"give {key} on one line", where=key
