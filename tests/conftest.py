@@ -108,8 +108,14 @@ def run_ftkit(tmp_path: Path):
     def run(
         *args: str, env: dict[str, str] | None = None, timeout: int = 600, stdin: str | None = None
     ) -> subprocess.CompletedProcess:
-        base = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
-        full_env = {**base, "FTKIT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", **(env or {})}
+        base = {k: v for k, v in os.environ.items() if k not in ("FTKIT_DEBUG", "FTKIT_API_KEY")}
+        full_env = {
+            **base,
+            "FTKIT_CACHE": str(tmp_path / "cache"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"),  # hub: data read by a test stays in its folder
+            **(env or {}),
+        }
         ftkit = Path(sys.executable).with_name("ftkit")
         return subprocess.run(
             [str(ftkit), *args],

@@ -19,7 +19,7 @@ from tests.conftest import REPO
 def test_a_basic_sweep_is_checked_job_by_job_over_its_whole_grid():
     jobs, plan = planned_jobs(["peft.r=4,8", "peft.alpha=8,16,32", "trainer.learning_rate=1e-4"])
     assert len(jobs) == 6 and "grid of 6" in plan
-    assert all("++trainer.learning_rate=1e-4" in job for job in jobs)
+    assert all("trainer.learning_rate=1e-4" in job for job in jobs)
     assert {(job[1], job[2]) for job in jobs} == {
         (f"peft.r={r}", f"peft.alpha={a}") for r in (4, 8) for a in (8, 16, 32)
     }

@@ -43,6 +43,8 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
 
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
     splits = load_splits(recipe, cfg)
+    from ftkit.training.models import model_source_and_config
+
     source, config = model_source_and_config(cfg)
     tokenizer = AutoTokenizer.from_pretrained(**source)
     section(f"Data (tokens with {cfg.model.name}'s chat template; model.max_length={cfg.model.max_length})")
@@ -101,28 +103,6 @@ def planned_launch(cfg: DictConfig, overrides: list[str]) -> str:
 
         return f"sbatch {run_dir / SBATCH_SCRIPT}, with:\n{render_sbatch(cfg, run_dir, user, write_files=False)}"
     return shlex.join(accelerate_command(cfg, run_dir, user, write_files=False))
-
-
-def model_source_and_config(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
-    """from_pretrained arguments for the tokenizer and the model's config, read without loading weights."""
-    from transformers import AutoConfig
-
-    from ftkit.cache import cache_dir
-    from ftkit.training.models import resolve_source
-
-    path, gguf_file = resolve_source(cfg.model)
-    source: dict[str, Any] = {"pretrained_model_name_or_path": path, "trust_remote_code": cfg.model.trust_remote_code}
-    if gguf_file:
-        converted = sorted((cache_dir() / "models").glob(f"{Path(gguf_file).stem}-*"))
-        # The cached conversion when there is one; otherwise GGUF metadata (no de-quantization).
-        source = (
-            {**source, "pretrained_model_name_or_path": str(converted[0])}
-            if converted
-            else {**source, "gguf_file": gguf_file}
-        )
-    else:
-        source["revision"] = cfg.model.revision
-    return source, AutoConfig.from_pretrained(**source)
 
 
 def data_statistics(recipe: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int) -> dict[str, Any]:

@@ -75,6 +75,7 @@ def check_command(args: list[str]) -> Checked:
     printing = bool(PRINT_ONLY.intersection(flags))  # --cfg job prints and runs nothing
     checked = Checked(flags, overrides, multirun)
     if INFO_ONLY.intersection(flags):
+        compose([o for o in overrides if not _is_sweep(o)])  # a bad option: ftkit's paragraph, not Hydra's traceback
         return checked  # --help, --info: Hydra prints them
     if not multirun:
         full = compose(overrides, with_hydra=True)
@@ -112,6 +113,12 @@ def check_command(args: list[str]) -> Checked:
             check_machine(cfg)
         checked.dry_run = any(cfg.dry_run for cfg in configs)
     return checked
+
+
+def _is_sweep(override: str) -> bool:
+    from ftkit.config.overrides import parse_overrides
+
+    return parse_overrides([override])[0].is_sweep_override()
 
 
 # Flags that only print the config: they must work for any config that composes and checks, written nowhere.

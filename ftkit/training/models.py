@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -146,7 +145,9 @@ def load_model_and_tokenizer(
     if quantized:
         # device_map places the 4-bit weights as they load (a quantized model cannot be moved whole afterwards);
         # under a multi-process launch each rank takes its own GPU.
-        device: Any = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+        from ftkit.launch.ranks import local_rank
+
+        device: Any = (local_rank() or 0) if torch.cuda.is_available() else "cpu"
         kwargs.update(quantization_config=bnb_config(peft), device_map={"": device})
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=cfg.trust_remote_code)
@@ -203,6 +204,42 @@ def prepare_4bit(model: Any, gradient_checkpointing: bool) -> Any:
         if hasattr(module, "support_avx512bf16_for_cpu"):
             module.support_avx512bf16_for_cpu = False
     return model
+
+
+def model_source_and_config(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
+    """from_pretrained arguments for the tokenizer and the model's config, read without loading weights."""
+    from transformers import AutoConfig
+
+    path, gguf_file = resolve_source(cfg.model)
+    source: dict[str, Any] = {"pretrained_model_name_or_path": path, "trust_remote_code": cfg.model.trust_remote_code}
+    if gguf_file:
+        converted = sorted((cache_dir() / "models").glob(f"{Path(gguf_file).stem}-*"))
+        # The cached conversion when there is one; otherwise GGUF metadata (no de-quantization).
+        source = (
+            {**source, "pretrained_model_name_or_path": str(converted[0])}
+            if converted
+            else {**source, "gguf_file": gguf_file}
+        )
+    else:
+        source["revision"] = cfg.model.revision
+    return source, AutoConfig.from_pretrained(**source)
+
+
+def check_adapter_targets(cfg: DictConfig) -> None:
+    """peft.target_modules against the architecture before the weights load: adapter_config on a copy of the model
+    built on the meta device from its config (nothing allocated). When the config cannot be read here, the load
+    that follows reports why."""
+    if cfg.peft.method == "none" or cfg.peft.target_modules == "all-linear":
+        return
+    from transformers import AutoModelForCausalLM
+
+    try:
+        _, config = model_source_and_config(cfg)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - load_model_and_tokenizer names the problem with the model itself
+        return
+    adapter_config(cfg.peft, model)
 
 
 def adapter_config(cfg: DictConfig, model: Any) -> Any:

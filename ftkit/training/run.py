@@ -34,7 +34,12 @@ from ftkit.tasks.evaluation import evaluate
 from ftkit.training import patches
 from ftkit.training.callbacks import LogToFile, StopOnSignal, resume_command
 from ftkit.training.data_checks import check_lengths, check_splits
-from ftkit.training.models import adapter_config, load_model_and_tokenizer, whole_model_on_each_rank
+from ftkit.training.models import (
+    adapter_config,
+    check_adapter_targets,
+    load_model_and_tokenizer,
+    whole_model_on_each_rank,
+)
 from ftkit.training.trainer import FtkitSFTTrainer
 
 log = logging.getLogger("ftkit")
@@ -61,6 +66,7 @@ def main(cfg: DictConfig) -> None:
     # Arguments first: TRL refuses bad settings before anything big loads, and they set up the process group
     # that a multi-process launch trains in.
     args = training_arguments(cfg, recipe, run_dir.path)
+    check_adapter_targets(cfg)  # a layer name the architecture lacks, refused before the weights load
     with whole_model_on_each_rank(args):
         model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
     splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
