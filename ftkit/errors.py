@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -47,8 +48,28 @@ def exit_on_user_error(func: F) -> F:
                 raise
             print(f"ftkit: error: {error}", file=sys.stderr)
             sys.exit(USAGE_ERROR)
+        except OSError as error:
+            if debug() or error.errno not in PATH_ERRORS:
+                raise
+            print(f"ftkit: error: {path_error(error)}", file=sys.stderr)
+            sys.exit(USAGE_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+# What the file system answers about a path itself (as typed, or where it leads): the path is the user's to change.
+PATH_ERRORS = {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def path_error(error: OSError) -> FtkitError:
+    """A path that the file system refuses, wherever it was given (a data file, a run or output directory, ...)."""
+    name = str(error.filename) if error.filename is not None else "a path given on the command line"
+    shown = name if len(name) <= 80 else f"{name[:60]}...({len(name)} characters)"
+    return FtkitError(
+        f"the file system refuses the path {shown!r}: {error.strerror or error}",
+        "check the paths on the command line and in the config (each name under 255 bytes, folders that exist "
+        "and that you may read and write)",
+    )
 
 
 def closest(word: str, candidates: list[str]) -> str:

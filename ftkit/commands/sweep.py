@@ -92,6 +92,14 @@ def planned_jobs(overrides: list[str]) -> tuple[list[list[str]], str]:
     from ftkit.config.overrides import parse_overrides, rewrite_trainer_overrides
 
     parsed = parse_overrides(overrides)
+    for text, override in zip(overrides, parsed, strict=True):
+        if override.is_sweep_override() and override.key_or_group.startswith("hydra"):
+            raise FtkitError(
+                f"{text} sweeps one of Hydra's own settings, which a sweep cannot vary",
+                f"sweep the job's keys on the command line (e.g. peft.r=4,8), or quote the value: "
+                f"'{text.split('=', 1)[0]}=\"{text.split('=', 1)[1]}\"'",
+                where=override.key_or_group,
+            )
     fixed = [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
     hydra = compose(fixed, with_hydra=True).hydra
     swept: dict[str, list[str]] = {}  # override prefix+key -> the values to check
@@ -103,6 +111,8 @@ def planned_jobs(overrides: list[str]) -> tuple[list[list[str]], str]:
             swept[text.split("=", 1)[0]] = _values_to_check(override)
         elif text in params:
             swept.pop(text.split("=", 1)[0], None)
+    for node, where in ((hydra.sweeper, "hydra.sweeper"), (hydra.launcher, "hydra.launcher")):
+        _check_targets(node, where)
     sweeper = str(hydra.sweeper.get("_target_", "")).rsplit(".", 1)[-1]
     axes = [rewrite_trainer_overrides([f"{key}={value}" for value in values]) for key, values in swept.items()]
     if not axes:
@@ -118,6 +128,32 @@ def planned_jobs(overrides: list[str]) -> tuple[list[list[str]], str]:
     trials = hydra.sweeper.get("n_trials")
     size = f"{trials} trials" if trials is not None else f"a grid of {grid} jobs"
     return jobs, f"{sweeper}: {size}; each swept value checked in one of {len(jobs)} jobs"
+
+
+def _check_targets(node: Any, where: str) -> None:
+    """Each _target_ the sweeper or launcher instantiates (its sampler, ...) must be importable: Hydra would only
+    find out once the sweep starts, and end in its own report."""
+    import importlib
+
+    tree = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else node
+    if not isinstance(tree, dict):
+        return
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _check_targets(value, f"{where}.{key}")
+        elif key == "_target_" and isinstance(value, str) and "${" not in value:
+            module, _, name = value.rpartition(".")
+            try:
+                found = bool(module) and hasattr(importlib.import_module(module), name)
+            except ImportError:
+                found = False
+            if not found:
+                raise FtkitError(
+                    f"{where}._target_={value!r} names nothing that can be imported",
+                    "give the full import path of a class (e.g. optuna.samplers.TPESampler), or drop the override "
+                    "to keep the default",
+                    where=f"{where}._target_",
+                )
 
 
 def _values_to_check(override: Any) -> list[str]:

@@ -155,7 +155,7 @@ def _composition_error(error: Exception, overrides: list[str]) -> FtkitError:
     full_key = getattr(cause, "full_key", None) or ""
     first_line = (str(cause).splitlines() or [type(cause).__name__])[0]
     if isinstance(cause, ConfigKeyError) or "not in struct" in str(cause) or " not in '" in str(cause):
-        return _unknown_key_error(full_key, _group_choices_config(overrides))
+        return _unknown_key_error(full_key, _group_choices_config(overrides, full_key.startswith("hydra.")))
     if isinstance(cause, ValidationError):
         return FtkitError(
             f"wrong type for {full_key}: {first_line}",
@@ -188,14 +188,14 @@ def _unknown_key_error(full_key: str, base: DictConfig, extra: str = "") -> Ftki
     return FtkitError(f"unknown config key {full_key!r}{because}", hint, where=full_key)
 
 
-def _group_choices_config(overrides: list[str]) -> DictConfig:
+def _group_choices_config(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     """The config composed with the user's group choices only (where the valid keys of a node are looked up)."""
     groups = set(config_groups())
     choices = [o for o in overrides if "=" in o and o.lstrip("+").split("=", 1)[0] in groups]
     try:
-        return compose(choices)
+        return compose(choices, with_hydra=with_hydra)
     except FtkitError:
-        return compose([])
+        return compose([], with_hydra=with_hydra)
 
 
 def run_config(run: RunDir | None, overrides: list[str]) -> DictConfig:
