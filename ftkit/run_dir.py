@@ -40,11 +40,105 @@ SWEEP_RESULT = "result.json"
 EXPORT, EXPORT_ADAPTER = "export", "export-adapter"  # ftkit export's default folders (merged, adapter alone)
 TENSORBOARD = "tensorboard"
 WANDB = "wandb"
+# What PEFT saves in adapter/ and transformers in model/: the config each library reads back, and the weights.
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model*.safetensors", "pytorch_model*.bin")
+
+# The fix for a file in a run directory that does not read as ftkit wrote it.
+RESTORE = (
+    "this file was not written by ftkit, or was edited or cut short since: restore it from a copy of the run, "
+    "or train the run again"
+)
 
 
 def log_file_name(rank: int) -> str:
     """train.log for the launching process and rank 0; train.rank<N>.log for the other ranks."""
     return "train.log" if rank == 0 else f"train.rank{rank}.log"
+
+
+def malformed(file: Path, what: str, fix: str = RESTORE) -> FtkitError:
+    """A file of a run directory that is not what ftkit (or the library it asked) wrote there."""
+    return FtkitError(what, fix, where=str(file))
+
+
+def read_text(file: Path) -> str:
+    """A run directory's text file, or an FtkitError saying why it cannot be read."""
+    try:
+        return file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise malformed(file, "it is missing") from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise malformed(file, f"it is not UTF-8 text (byte {byte:#04x} at offset {error.start})") from None
+    except OSError as error:
+        raise FtkitError(
+            f"it cannot be read ({error.strerror or error})",
+            "check that it is a file you may read (ls -l), then run the command again",
+            where=str(file),
+        ) from None
+
+
+def read_yaml(file: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(read_text(file))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise malformed(file, f"it is not valid YAML ({getattr(error, 'problem', None) or error}{at})") from None
+
+
+def read_json(file: Path) -> Any:
+    try:
+        return json.loads(read_text(file))
+    except json.JSONDecodeError as error:
+        raise malformed(
+            file, f"it is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from None
+
+
+def describe(value: Any) -> str:
+    """What a parsed value is, in a word or two, for saying what a file holds instead of what ftkit wrote."""
+    if value is None:
+        return "nothing (empty or null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else type(value).__name__
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """Why a .safetensors file is not whole (cut short, or not safetensors at all), or None.
+
+    The format: an 8-byte little-endian header length, a JSON header of each tensor's byte range, then the data,
+    which ends where the last range ends. Reading the header alone costs nothing next to loading the weights.
+    """
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            head = handle.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 0 or 8 + length > size:
+                return f"it is cut short or not a safetensors file ({size} bytes, too few for its header)"
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "it is not a safetensors file (its header is not JSON)"
+    except OSError as error:
+        return f"it cannot be read ({error.strerror or error})"
+    try:
+        end = max([0, *(int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__")])
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return "it is not a safetensors file (its header lists no tensor byte ranges)"
+    if 8 + length + end != size:
+        return f"it is cut short or padded: {size} bytes, where its header needs {8 + length + end}"
+    return None
 
 
 class RunDir:
@@ -132,9 +226,9 @@ class RunDir:
     # ---- state ----------------------------------------------------------------------------------------------
     def trained_weights(self) -> Path | None:
         """What the run saved: adapter/ (LoRA, QLoRA, DoRA) or model/ (peft=none); None if neither."""
-        if (self.adapter_dir / "adapter_config.json").is_file():
+        if (self.adapter_dir / ADAPTER_CONFIG).is_file():
             return self.adapter_dir
-        if (self.model_dir / "config.json").is_file():
+        if (self.model_dir / MODEL_CONFIG).is_file():
             return self.model_dir
         return None
 
@@ -157,24 +251,129 @@ class RunDir:
             missing.insert(0, f"{ADAPTER}/ or {MODEL}/")
         return missing
 
-    # ---- reading --------------------------------------------------------------------------------------------
+    # ---- reading: each file as ftkit wrote it, or an FtkitError naming the file, what is wrong and the fix ----
     def saved_overrides(self) -> list[str]:
-        """The command-line overrides the run was started with (overrides.yaml)."""
-        import yaml
+        """The command-line overrides the run was started with (overrides.yaml): a list of key=value that parse."""
+        from ftkit.config.overrides import rewrite_trainer_overrides
 
-        return list(yaml.safe_load(self.overrides_file.read_text()) or [])
+        overrides = read_yaml(self.overrides_file)
+        if not isinstance(overrides, list):
+            raise malformed(
+                self.overrides_file,
+                f"it holds {describe(overrides)}, where ftkit writes a list of overrides (key=value)",
+            )
+        for number, override in enumerate(overrides, start=1):
+            if not isinstance(override, str):
+                raise malformed(
+                    self.overrides_file, f"its item {number} is {describe(override)}, where ftkit writes key=value"
+                )
+        try:
+            rewrite_trainer_overrides(overrides)  # Hydra's grammar, and trainer.* names TRL still has
+        except FtkitError as error:
+            raise self.replay_refused(error) from None
+        return overrides
 
     def replay_overrides(self) -> list[str]:
         """The overrides that compose this run's config again, without its own output location."""
         return [o for o in self.saved_overrides() if not o.lstrip("+").startswith("hydra.")]
 
-    def saved_config(self) -> dict[str, Any]:
-        import yaml
+    def replay_refused(self, error: FtkitError) -> FtkitError:
+        """error, met parsing or composing the run's saved overrides, said as a problem of its overrides.yaml."""
+        place = f"{error.where}: " if error.where and error.where != "command line" else ""
+        return FtkitError(
+            f"an override this run was trained with cannot be replayed: {place}{error.problem}",
+            f"if the file was edited, restore it as ftkit wrote it; if ftkit changed since the run, correct that "
+            f"override in the file ({error.fix}) or train the run again",
+            where=str(self.overrides_file),
+        )
 
-        return yaml.safe_load(self.config_file.read_text()) or {}
+    def saved_config(self) -> dict[str, Any]:
+        """The resolved config the run trained with (config.yaml): a mapping naming a recipe this ftkit has."""
+        from ftkit.recipes import names
+
+        config = read_yaml(self.config_file)
+        if not isinstance(config, dict):
+            raise malformed(self.config_file, f"it holds {describe(config)}, where ftkit writes the run's config")
+        recipe = config.get("recipe")
+        name = recipe.get("name") if isinstance(recipe, dict) else None
+        if name is None:
+            raise malformed(self.config_file, "it has no recipe.name")
+        if not isinstance(name, str):
+            raise malformed(
+                self.config_file, f"its recipe.name is {describe(name)}, where ftkit writes the recipe's name"
+            )
+        if name not in names():
+            raise FtkitError(
+                f"the run's recipe.name {name!r} is not a recipe of this ftkit ({', '.join(names())})",
+                "if the file was edited, restore it as ftkit wrote it; if the recipe was renamed or removed since the "
+                "run, use the ftkit version that trained it",
+                where=str(self.config_file),
+            )
+        return config
+
+    def config_text(self) -> str:
+        """config.yaml as ftkit wrote it (a model card quotes it), once it reads as the run's config."""
+        self.saved_config()
+        return read_text(self.config_file)
 
     def metrics(self) -> dict[str, Any]:
-        return json.loads(self.metrics_file.read_text())
+        """What the run measured (metrics.json): the fine-tuned model's metrics, the training's, the primary metric."""
+        metrics = read_json(self.metrics_file)
+        if not isinstance(metrics, dict):
+            raise malformed(self.metrics_file, f"it holds {describe(metrics)}, where ftkit writes an object of metrics")
+        for key, kind in (("finetuned", dict), ("train", dict), ("primary_metric", str)):
+            value = metrics.get(key)
+            if value is None:
+                raise malformed(self.metrics_file, f"it has no {key!r}")
+            if not isinstance(value, kind):
+                what = "an object" if kind is dict else "a metric's name"
+                raise malformed(self.metrics_file, f"its {key!r} is {describe(value)}, where ftkit writes {what}")
+        return metrics
+
+    def check_weights(self) -> None:
+        """The saved adapter/ (or model/) has the config its library reads back and whole weight files."""
+        weights = self.trained_weights()
+        if weights is None:
+            return  # missing_for_finished names it
+        if weights == self.adapter_dir:
+            config_file, needed = weights / ADAPTER_CONFIG, ("peft_type", "base_model_name_or_path")
+        else:
+            config_file, needed = weights / MODEL_CONFIG, ("model_type",)
+        config = read_json(config_file)
+        if not isinstance(config, dict):
+            raise malformed(config_file, f"it holds {describe(config)}, where the run saved an object")
+        for key in needed:
+            if not isinstance(config.get(key), str) or not config[key]:
+                raise malformed(config_file, f"it has no {key}")
+        files = sorted(file for pattern in WEIGHT_FILES for file in weights.glob(pattern) if file.is_file())
+        if not files:
+            raise malformed(weights, f"it holds no weights ({', '.join(WEIGHT_FILES)})")
+        for file in files:
+            problem = _safetensors_problem(file) if file.suffix == ".safetensors" else None
+            if problem:
+                raise malformed(file, problem)
+
+    def check_readable(self) -> None:
+        """Read every file eval, predict, export and serve read from a finished run: a bad one is refused before
+        a model loads."""
+        self.saved_overrides()
+        self.saved_config()
+        self.metrics()
+        self.check_weights()
+
+    @classmethod
+    def containing(cls, path: str | Path) -> RunDir | None:
+        """The run directory path is in (or is): the nearest folder at or above it with a run's files, else None.
+
+        config.yaml with overrides.yaml or metrics.json beside it, not config.yaml alone: a project folder above
+        the path may well have a config.yaml of its own.
+        """
+        here = Path(path).expanduser().resolve()
+        for folder in (here, *here.parents):
+            run = cls(folder)
+            if run.config_file.is_file() and (run.overrides_file.is_file() or run.metrics_file.is_file()):
+                return run
+        return None
 
     # ---- refusing -------------------------------------------------------------------------------------------
     @classmethod
@@ -196,6 +395,7 @@ class RunDir:
                 "outputs/<recipe>/<date>/<time>>; an interrupted run first needs ftkit train resume=<run dir>",
                 where=where,
             )
+        run.check_readable()
         return run
 
     def refuse_if_holds_run(self, where: str) -> None:

@@ -11,6 +11,7 @@ import yaml
 from tests.conftest import REPO
 
 CORPUS = REPO / "tests" / "bad_inputs"
+RUNS = CORPUS / "runs"  # static broken run directories ({runs}): refused, and left byte for byte as they are
 # One file per class of input (config, data, run directories, ...); names are unique across them.
 CASES = [case for path in sorted((CORPUS / "cases").glob("*.yaml")) for case in yaml.safe_load(path.read_text())]
 
@@ -37,7 +38,7 @@ def test_the_corpus_is_large_and_named_uniquely():
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_bad_input_exits_2_with_a_one_paragraph_error(case, run_ftkit, tiny_model, existing_run, tmp_path):
-    args = [arg.format(data=CORPUS / "data", tiny=tiny_model, existing=existing_run) for arg in case["args"]]
+    args = [arg.format(data=CORPUS / "data", tiny=tiny_model, existing=existing_run, runs=RUNS) for arg in case["args"]]
     command, overrides = args[0], args[1:]
     if command == "train" and not any(arg.startswith("model.") for arg in overrides):
         # on the tiny model, at most one step: a case that wrongly passes ends fast (and fails below)
@@ -51,7 +52,7 @@ def test_bad_input_exits_2_with_a_one_paragraph_error(case, run_ftkit, tiny_mode
         ]
     if command == "train" and not any(arg.startswith("hydra.run.dir=") for arg in overrides):
         overrides.append(f"hydra.run.dir={tmp_path / 'new-run'}")
-    before = snapshot(existing_run)
+    before = snapshot(existing_run), snapshot(RUNS)
     result = run_ftkit(command, *overrides, env={"OMP_NUM_THREADS": "1"}, timeout=300)
 
     said = result.stdout + result.stderr
@@ -62,4 +63,4 @@ def test_bad_input_exits_2_with_a_one_paragraph_error(case, run_ftkit, tiny_mode
     assert "Fix:" in errors[0]
     for fragment in case["expect"]:
         assert fragment in errors[0], f"{fragment!r} missing from: {errors[0]}"
-    assert snapshot(existing_run) == before
+    assert (snapshot(existing_run), snapshot(RUNS)) == before

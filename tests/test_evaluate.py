@@ -1,12 +1,24 @@
-"""`ftkit eval` and `ftkit predict` on a trained tiny run: same numbers as training reported, JSONL in and out."""
+"""`ftkit eval` and `ftkit predict` on a trained tiny run: same numbers as training reported, JSONL in and out.
+
+And what they refuse before a model loads: a run directory whose files are not what ftkit wrote (RunDir's readers,
+on copies of tests/bad_inputs/runs/good), and an output that would overwrite a file or write into a run.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import struct
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_overrides
+from ftkit.commands.evaluate import _new_file, check_out_dir, check_output
+from ftkit.errors import FtkitError
+from ftkit.run_dir import RunDir
+from tests.conftest import REPO, tiny_overrides
+
+GOOD_RUN = REPO / "tests" / "bad_inputs" / "runs" / "good"
 
 
 @pytest.fixture()
@@ -71,6 +83,12 @@ def test_predict_reads_stdin_and_writes_jsonl(run_ftkit, trained_run, tmp_path):
     assert to_file.returncode == 0, to_file.stderr[-3000:]
     assert len(output.read_text().splitlines()) == 3
 
+    # The same command again would overwrite those predictions: refused, the file as it was.
+    written = output.read_bytes()
+    again = run_ftkit("predict", f"run={trained_run}", f"input={tmp_path / 'in.jsonl'}", f"output={output}")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    assert output.read_bytes() == written
+
 
 def _write(tmp_path, text: str):
     path = tmp_path / "in.jsonl"
@@ -113,3 +131,154 @@ def test_predict_with_every_recipe(run_ftkit, tiny_model, tmp_path, recipe, line
     assert result.returncode == 0, result.stderr[-3000:]
     (out,) = [json.loads(text) for text in result.stdout.splitlines() if text.strip()]
     assert out["input"] == line and key in out["prediction"]
+
+
+# ---- a run directory's files, read through RunDir: what ftkit wrote, or an FtkitError naming the file -------------
+@pytest.fixture()
+def good_run(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(GOOD_RUN, tmp_path / "run"))
+
+
+def test_the_good_run_reads_as_written(good_run):
+    run = RunDir.finished(good_run, where="run", command="ftkit eval")
+    assert run.saved_overrides() == [
+        "peft.r=8",
+        "trainer.learning_rate=5e-3",
+        "hydra.run.dir=outputs/tickets/2026-12-01/10-00-00",
+    ]
+    assert run.replay_overrides() == ["peft.r=8", "trainer.learning_rate=5e-3"]
+    assert run.saved_config()["recipe"]["name"] == "tickets"
+    assert run.config_text() == (good_run / "config.yaml").read_text()
+    assert run.metrics()["finetuned"]["accuracy"] == 0.75
+
+
+def _safetensors(header: object, data: bytes) -> bytes:
+    encoded = json.dumps(header).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + data
+
+
+TENSOR = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "fragments"),
+    [
+        ("overrides.yaml", "- a: [1\n", ["overrides.yaml", "not valid YAML", "line 2"]),
+        ("overrides.yaml", "null\n", ["overrides.yaml", "holds nothing"]),
+        ("overrides.yaml", "- peft.r=8\n- [a, b]\n", ["overrides.yaml", "item 2 is a list"]),
+        (
+            "overrides.yaml",
+            "- peft.r=8\n- ++trainer.learning_rat=1\n",
+            ["overrides.yaml", "cannot be replayed", "learning_rat"],
+        ),
+        ("config.yaml", "recipe: tickets\n", ["config.yaml", "no recipe.name"]),
+        ("config.yaml", "recipe:\n  name: [tickets]\n", ["config.yaml", "recipe.name is a list"]),
+        (
+            "config.yaml",
+            "recipe:\n  name: sentimental\n",
+            ["config.yaml", "'sentimental' is not a recipe", "sentiment"],
+        ),
+        ("config.yaml", b"recipe:\n  name: tickets\n# \xff\n", ["config.yaml", "not UTF-8", "0xff"]),
+        ("metrics.json", "", ["metrics.json", "not valid JSON"]),
+        ("metrics.json", '{"finetuned": [0.7], "train": {}, "primary_metric": "accuracy"}', ["'finetuned' is a list"]),
+        ("metrics.json", '{"finetuned": {}, "train": {}, "primary_metric": 1}', ["'primary_metric' is the number 1"]),
+        ("adapter/adapter_config.json", "[]", ["adapter_config.json", "holds a list"]),
+        (
+            "adapter/adapter_config.json",
+            '{"peft_type": "LORA", "base_model_name_or_path": ""}',
+            ["no base_model_name_or_path"],
+        ),
+        ("adapter/adapter_config.json", '{"base_model_name_or_path": "tiny"}', ["no peft_type"]),
+        ("adapter/adapter_model.safetensors", b"\x10\x00", ["adapter_model.safetensors", "too few for its header"]),
+        ("adapter/adapter_model.safetensors", struct.pack("<Q", 4) + b"nope", ["its header is not JSON"]),
+        ("adapter/adapter_model.safetensors", _safetensors({"w": {"dtype": "F32"}}, b""), ["no tensor byte ranges"]),
+        (
+            "adapter/adapter_model.safetensors",
+            _safetensors({"w": TENSOR}, b"\0" * 12),
+            ["cut short or padded", "needs"],
+        ),
+    ],
+)
+def test_a_damaged_run_file_is_refused_before_any_model_loads(good_run, file, content, fragments):
+    target = good_run / file
+    target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(FtkitError) as refused:
+        RunDir.finished(good_run, where="run", command="ftkit eval")
+    said = str(refused.value)
+    assert str(target) in said and "Fix:" in said
+    for fragment in fragments:
+        assert fragment in said, said
+
+
+def test_a_whole_model_run_needs_its_config_and_weights(good_run):
+    shutil.rmtree(good_run / "adapter")
+    model = good_run / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    with pytest.raises(FtkitError, match="model/config.json: it has no model_type"):
+        RunDir.finished(good_run, where="run", command="ftkit eval")
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(FtkitError, match="model: it holds no weights"):
+        RunDir.finished(good_run, where="run", command="ftkit eval")
+    (model / "model.safetensors").write_bytes(_safetensors({"w": TENSOR, "__metadata__": {"format": "pt"}}, b"\0" * 8))
+    assert RunDir.finished(good_run, where="run", command="ftkit eval").trained_weights() == model
+
+
+# ---- where predict and eval write -------------------------------------------------------------------------------
+def test_predict_output_must_be_a_new_file_outside_any_run(good_run, tmp_path):
+    check_output("-")
+    check_output(str(tmp_path / "new.jsonl"))
+    # A project folder with a config.yaml of its own is not a run: writing beside it is fine.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text("anything: 1\n")
+    check_output(str(project / "predictions.jsonl"))
+
+    existing = tmp_path / "kept.jsonl"
+    existing.write_text("mine\n")
+    refusals = {
+        str(existing): "already exists",
+        str(tmp_path): "already exists",
+        "": "output= is empty",
+        str(good_run / "predictions.jsonl"): f"inside the run directory {good_run}",
+        str(good_run / "adapter" / "predictions.jsonl"): f"inside the run directory {good_run}",
+        str(tmp_path / "missing" / "p.jsonl"): "does not exist",
+        str(existing / "p.jsonl"): "is a file",
+    }
+    for output, fragment in refusals.items():
+        with pytest.raises(FtkitError, match="output") as refused:
+            check_output(output)
+        assert fragment in str(refused.value) and "Fix:" in str(refused.value), output
+    assert existing.read_text() == "mine\n"
+
+
+def test_a_file_that_appears_meanwhile_is_not_overwritten(tmp_path):
+    file = tmp_path / "p.jsonl"
+    with _new_file(file, "output") as out:
+        out.write("first\n")
+    with pytest.raises(FtkitError, match="appeared while ftkit was working"):
+        _new_file(file, "output")
+    assert file.read_text() == "first\n"
+
+
+def test_eval_out_is_a_new_or_empty_folder_outside_runs_but_their_eval_folder(good_run, tmp_path):
+    check_out_dir(tmp_path / "new" / "deeper")
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty")
+    check_out_dir(good_run / "eval" / "mine")  # where eval writes by default, under its own name
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "metrics.json").write_text("{}")
+    refusals = {
+        tmp_path / "full": "not empty",
+        good_run / "config.yaml": "is a file",
+        good_run / "config.yaml" / "x": "is a file, so the folder",
+        good_run / "mine": "inside the run directory",
+        good_run / "adapter" / "eval": "inside the run directory",
+        good_run / "eval": "inside the run directory",
+    }
+    for out, fragment in refusals.items():
+        with pytest.raises(FtkitError, match="out") as refused:
+            check_out_dir(out)
+        assert fragment in str(refused.value) and "Fix:" in str(refused.value), out
+    assert sorted(p.name for p in good_run.iterdir()) == sorted(p.name for p in GOOD_RUN.iterdir())

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from ftkit.commands import resume
 from ftkit.commands.resume import latest_checkpoint
+from ftkit.config.compose import compose
+from ftkit.errors import FtkitError
 from tests.conftest import REPO
 
 STEPS = 12
@@ -188,6 +192,81 @@ def test_an_incomplete_checkpoint_is_skipped_with_a_warning(tmp_path, caplog):
     state.unlink()  # killed before it got that far
     (checkpoints / "checkpoint-4" / "optimizer.pt").unlink()
     assert latest_checkpoint(tmp_path) is None
+
+
+def _unfinished_run(folder: Path, state: str | bytes, overrides: str = "- peft.r=8\n") -> Path:
+    """A run stopped after its checkpoint at step 4, whose trainer_state.json holds state."""
+    checkpoint = folder / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(compose(["peft.r=8"]), resolve=True))
+    (folder / "overrides.yaml").write_text(overrides)
+    for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt"):
+        (checkpoint / name).write_bytes(b"x")
+    (checkpoint / "trainer_state.json").write_bytes(state if isinstance(state, bytes) else state.encode())
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("state", "fragment"),
+    [
+        ("[4]", "it holds a list, where Trainer writes an object"),
+        ('"global_step: 4"', "it holds the text 'global_step: 4'"),
+        ('{"epoch": 1.0}', "it has no global_step"),
+        ('{"global_step": "4"}', "its global_step is the text '4'"),
+        ('{"global_step": 4.0}', "its global_step is the number 4.0"),
+        ('{"global_step": true}', "its global_step is the boolean true"),
+        (b'{"global_step": 4, "note": "\xff"}', "not UTF-8"),
+    ],
+)
+def test_a_trainer_state_that_trainer_did_not_write_is_refused(tmp_path, state, fragment):
+    run_dir = _unfinished_run(tmp_path / "run", state)
+    state_file = run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json"
+    for given in (run_dir, state_file.parent):  # resume=<run dir> and resume=<checkpoint dir> read it alike
+        with pytest.raises(FtkitError) as refused:
+            resume.plan(OmegaConf.create({"resume": str(given)}), [f"resume={given}"])
+        said = str(refused.value)
+        assert said.startswith(f"{state_file}: ") and fragment in said and "Fix:" in said, said
+
+
+def test_no_complete_checkpoint_says_what_each_lacks(tmp_path):
+    run_dir = _unfinished_run(tmp_path / "run", '{"global_step": 4, "log_hist')
+    with pytest.raises(
+        FtkitError, match=r"no complete checkpoint .*\(checkpoint-4: its trainer_state.json is cut short\)"
+    ):
+        resume.plan(OmegaConf.create({"resume": str(run_dir)}), [f"resume={run_dir}"])
+    (run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").unlink()
+    with pytest.raises(FtkitError, match="checkpoint-4: it has no trainer_state.json"):
+        resume.plan(OmegaConf.create({"resume": str(run_dir)}), [f"resume={run_dir}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ("peft.r: 8\n", ["overrides.yaml: it holds a mapping", "list of overrides"]),
+        ("- peft.rank=8\n", ["overrides.yaml: an override this run was trained with cannot be replayed", "peft.rank"]),
+        ("- recipe=tickts\n", ["overrides.yaml", "cannot be replayed", "no recipe called 'tickts'"]),
+    ],
+)
+def test_a_resumed_runs_own_overrides_that_do_not_compose_are_said_of_its_file(tmp_path, overrides, fragments):
+    run_dir = _unfinished_run(tmp_path / "run", '{"global_step": 4}', overrides)
+    with pytest.raises(FtkitError) as refused:
+        resume.plan(OmegaConf.create({"resume": str(run_dir)}), [f"resume={run_dir}"])
+    for fragment in fragments:
+        assert fragment in str(refused.value), str(refused.value)
+
+
+def test_resume_true_passes_over_a_damaged_run_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose(["peft.r=8", "resume=true"])
+    wanted = _unfinished_run(tmp_path / "outputs" / "tickets" / "2026-12-01" / "10-00-00", '{"global_step": 4}')
+    damaged = _unfinished_run(tmp_path / "outputs" / "tickets" / "2026-12-01" / "11-00-00", '{"global_step": 4}')
+    (damaged / "config.yaml").write_text("recipe: [")
+    os.utime(wanted / "config.yaml", (1, 1))  # the damaged run is the newest
+    with caplog.at_level(logging.WARNING, logger="ftkit"):
+        run_dir, overrides = resume.plan(cfg, ["peft.r=8", "resume=true"])
+    assert run_dir == Path("outputs/tickets/2026-12-01/10-00-00")
+    assert overrides[-1] == f"resume={(wanted / 'checkpoints' / 'checkpoint-4').resolve()}"
+    assert "Skipping outputs/tickets/2026-12-01/11-00-00" in caplog.text and "not valid YAML" in caplog.text
 
 
 def test_early_stopping_stops_a_stalled_run_and_keeps_the_best_checkpoint(tiny_model, tmp_path):

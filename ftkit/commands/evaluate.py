@@ -68,6 +68,8 @@ examples:
 def eval_command(args: list[str]) -> None:
     """ftkit eval [run=<run dir>] [out=<dir>] [overrides]"""
     options, overrides = parse_command_options("eval", args, {"run": None, "out": None})
+    if options["out"]:
+        check_out_dir(Path(options["out"]).expanduser())  # before the run is read or a model loads
     run = RunDir.finished(options["run"], where="run", command="ftkit eval") if options["run"] else None
     cfg = run_config(run, overrides)
     eval_main(cfg, run, options["out"])
@@ -76,6 +78,7 @@ def eval_command(args: list[str]) -> None:
 def predict_command(args: list[str]) -> None:
     """ftkit predict [run=<run dir>] [input=<file>|-] [output=<file>|-] [overrides]"""
     options, overrides = parse_command_options("predict", args, {"run": None, "input": "-", "output": "-"})
+    check_output(options["output"])  # before the run is read, the input consumed or a model loads
     run = RunDir.finished(options["run"], where="run", command="ftkit predict") if options["run"] else None
     cfg = run_config(run, overrides)
     count = predict_main(cfg, run, options["input"], options["output"])
@@ -95,10 +98,8 @@ def eval_main(cfg: DictConfig, run: RunDir | None, out_dir: str | None) -> Path:
     records = records[: cfg.evaluate.max_examples] if cfg.evaluate.max_examples else records
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     default = run.evaluations_dir / stamp if run else Path("outputs") / "eval" / cfg.recipe.name / stamp
-    target = Path(out_dir) if out_dir else default
-    if target.exists() and any(target.iterdir()):
-        raise FtkitError(f"{target} exists and is not empty", "pick a new out=<directory>", where="out")
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir).expanduser() if out_dir else default
+    check_out_dir(target)
 
     model, tokenizer = load_trained(cfg, run)
     weights = run.trained_weights() if run else None
@@ -113,8 +114,10 @@ def eval_main(cfg: DictConfig, run: RunDir | None, out_dir: str | None) -> Path:
         "metrics": result["metrics"],
         "seconds": result["seconds"],
     }
-    (target / METRICS).write_text(json.dumps(summary, indent=2) + "\n")
-    with (target / EVAL_PREDICTIONS).open("w") as out:
+    target.mkdir(parents=True, exist_ok=True)  # made only now: a failed load leaves no empty folder behind
+    with _new_file(target / METRICS, "out") as out:
+        out.write(json.dumps(summary, indent=2) + "\n")
+    with _new_file(target / EVAL_PREDICTIONS, "out") as out:
         for prediction in result["predictions"]:
             out.write(json.dumps(prediction) + "\n")
     headline = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
@@ -134,7 +137,7 @@ def predict_main(cfg: DictConfig, run: RunDir | None, source: str, destination: 
     inputs = _read_inputs(recipe, source)
     model, tokenizer = load_trained(cfg, run)
     predictions = recipe.predict(model, tokenizer, [record for _, record in inputs], cfg.evaluate.batch_size)
-    out: TextIO = sys.stdout if destination == "-" else open(destination, "w")  # noqa: SIM115
+    out: TextIO = sys.stdout if destination == "-" else _new_file(Path(destination).expanduser(), "output")
     try:
         for (raw, _), prediction in zip(inputs, predictions, strict=True):
             out.write(json.dumps({"input": raw, "prediction": prediction}) + "\n")
@@ -142,6 +145,85 @@ def predict_main(cfg: DictConfig, run: RunDir | None, source: str, destination: 
         if out is not sys.stdout:
             out.close()
     return len(predictions)
+
+
+def check_out_dir(target: Path) -> None:
+    """eval writes its results into a new or empty folder, outside any run directory but under a run's eval/."""
+    if target.exists() and not target.is_dir():
+        raise FtkitError(
+            f"{target} is a file, and ftkit eval writes a folder of results",
+            "give out=<a new folder>, or drop out= for a new time-stamped one",
+            where="out",
+        )
+    if target.is_dir() and any(target.iterdir()):
+        raise FtkitError(
+            f"{target} exists and is not empty, and ftkit eval writes nothing over what is there",
+            "give out=<a new or empty folder>, or drop out= for a new time-stamped one",
+            where="out",
+        )
+    resolved = target.resolve()
+    above = next(folder for folder in resolved.parents if folder.exists())  # the root always exists
+    if not above.is_dir():
+        raise FtkitError(
+            f"{above} is a file, so the folder {target} cannot be made under it",
+            "give out=<a new folder> whose parents are folders",
+            where="out",
+        )
+    run = RunDir.containing(resolved)
+    if run is not None and run.evaluations_dir not in resolved.parents:
+        raise FtkitError(
+            f"{target} is inside the run directory {run.path}, where ftkit eval writes only under "
+            f"{run.evaluations_dir.name}/",
+            f"give out=<a folder outside the run>, or out={run.evaluations_dir}/<name>, or drop out= for a new "
+            "time-stamped folder there",
+            where="out",
+        )
+
+
+def check_output(destination: str) -> None:
+    """predict writes a new file in a folder that exists, outside any run directory; or standard output ('-')."""
+    if destination == "-":
+        return
+    if not destination:
+        raise FtkitError(
+            "output= is empty", "give output=<a new file>, or output=- for standard output", where="output"
+        )
+    file = Path(destination).expanduser()
+    if file.exists() or file.is_symlink():
+        raise FtkitError(
+            f"{file} already exists, and ftkit predict does not write over it",
+            "give output=<a new file>, or output=- for standard output (redirect that with > to replace a file on "
+            "purpose)",
+            where="output",
+        )
+    if not file.parent.is_dir():
+        missing = not file.parent.exists()
+        raise FtkitError(
+            f"the folder {file.parent} that output={destination} goes into "
+            + ("does not exist" if missing else "is a file"),
+            (f"create it first (mkdir -p {file.parent}), or give " if missing else "give ")
+            + "output=<a new file in an existing folder>, or output=- for standard output",
+            where="output",
+        )
+    run = RunDir.containing(file.parent)
+    if run is not None:
+        raise FtkitError(
+            f"{file} is inside the run directory {run.path}, and ftkit predict writes nothing into a run",
+            "give output=<a new file outside the run directory>, or output=- for standard output",
+            where="output",
+        )
+
+
+def _new_file(file: Path, where: str) -> TextIO:
+    """file opened for writing only if it does not exist yet: what another process wrote meanwhile is kept."""
+    try:
+        return file.open("x", encoding="utf-8")
+    except FileExistsError:
+        raise FtkitError(
+            f"{file} appeared while ftkit was working, and it does not write over it",
+            f"run the command again with {where}=<a new path>",
+            where=where,
+        ) from None
 
 
 def _read_inputs(recipe: Any, source: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:

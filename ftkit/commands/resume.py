@@ -16,9 +16,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ftkit.config.overrides import given_value, is_key
+from ftkit.config.overrides import given_value, is_key, rewrite_trainer_overrides
 from ftkit.errors import FtkitError
-from ftkit.run_dir import CHECKPOINT_PREFIX, CHECKPOINTS, CONFIG, METRICS, OVERRIDES, RunDir
+from ftkit.run_dir import (
+    CHECKPOINT_PREFIX,
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    OVERRIDES,
+    RunDir,
+    describe,
+    malformed,
+    read_text,
+)
 
 log = logging.getLogger("ftkit")
 
@@ -26,6 +36,7 @@ log = logging.getLogger("ftkit")
 # whose trainer_state.json is whole was written to the end.
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 STATE_FILES = ("optimizer.pt", "scheduler.pt")
+TRAINER_STATE = "trainer_state.json"
 
 
 def plan(cfg: DictConfig, overrides: list[str]) -> tuple[Path, list[str]]:
@@ -42,6 +53,7 @@ def plan(cfg: DictConfig, overrides: list[str]) -> tuple[Path, list[str]]:
         run_dir, checkpoint = _named(Path(str(cfg.resume)).expanduser())
         replayed = _saved_overrides(run_dir) + own
     _refuse_finished(run_dir)
+    RunDir(run_dir).saved_config()  # check_same_config compares with it: a malformed one is refused here, first
     if checkpoint is None:
         checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
@@ -85,16 +97,31 @@ def latest_checkpoint(run_dir: Path, up_to: int | None = None) -> Path | None:
 
 
 def incomplete(checkpoint: Path) -> str | None:
-    """Why a checkpoint cannot be resumed from, or None when it was written to the end."""
-    state_file = checkpoint / "trainer_state.json"
+    """Why a checkpoint cannot be resumed from, or None when it was written to the end.
+
+    A trainer_state.json that is missing or not JSON is a save that was cut short: the checkpoint is skipped. One
+    that is whole JSON but not what Trainer writes was edited, and raises an FtkitError naming it.
+    """
+    state_file = checkpoint / TRAINER_STATE
+    if not state_file.exists():
+        return f"it has no {TRAINER_STATE}"
     try:
-        state = json.loads(state_file.read_text())
-    except FileNotFoundError:
-        return "it has no trainer_state.json"
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "its trainer_state.json is cut short"
-    if state.get("global_step") != step_of(checkpoint):
-        return f"its trainer_state.json is for step {state.get('global_step')}"
+        state = json.loads(read_text(state_file))  # Trainer writes ASCII: bytes that are not UTF-8 raise
+    except json.JSONDecodeError:
+        return f"its {TRAINER_STATE} is cut short"
+    fix = (
+        "this file was not written by Trainer, or was edited since: restore it, or remove the folder "
+        f"{checkpoint} to resume from the checkpoint before it"
+    )
+    if not isinstance(state, dict):
+        raise malformed(state_file, f"it holds {describe(state)}, where Trainer writes an object", fix)
+    if "global_step" not in state:
+        raise malformed(state_file, "it has no global_step", fix)
+    step = state["global_step"]
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise malformed(state_file, f"its global_step is {describe(step)}, where Trainer writes the step number", fix)
+    if step != step_of(checkpoint):
+        return f"its {TRAINER_STATE} is for step {step}"
     if not any((checkpoint / name).is_file() for name in WEIGHTS) and not any(checkpoint.glob("global_step*")):
         return "it holds no weights"
     missing = [name for name in STATE_FILES if not (checkpoint / name).is_file()]
@@ -115,15 +142,21 @@ def _named(path: Path) -> tuple[Path, Path | None]:
         _require_run_dir(run_dir, path)
         checkpoint = latest_checkpoint(run_dir, up_to=step_of(path))  # path itself, or the one before it
         if checkpoint is None:
-            raise _no_checkpoint(run_dir)
+            raise _no_checkpoint(run_dir, up_to=step_of(path))
         return run_dir, checkpoint
     _require_run_dir(path, path)
     return path, None
 
 
-def _no_checkpoint(run_dir: Path) -> FtkitError:
+def _no_checkpoint(run_dir: Path, up_to: int | None = None) -> FtkitError:
+    found = [c for c in RunDir(run_dir).checkpoints() if up_to is None or step_of(c) <= up_to]
+    # incomplete() gives a reason for each here: latest_checkpoint found none of them complete
+    why = (
+        "; ".join(f"{c.name}: {incomplete(c)}" for c in sorted(found, key=step_of))
+        or "it stopped before its first save"
+    )
     return FtkitError(
-        f"{run_dir} has no complete checkpoint to resume from (it stopped before its first save)",
+        f"{run_dir} has no complete checkpoint to resume from ({why})",
         "start it again without resume, and save more often if runs get cut short, e.g. "
         "trainer.save_strategy=steps trainer.save_steps=50",
         where="resume",
@@ -149,10 +182,17 @@ def _latest_run_of(cfg: DictConfig, given: Path | None) -> Path:
     root = Path("outputs") / str(cfg.recipe.name)
     configs = sorted(root.glob(f"*/*/{RunDir(root).config_file.name}"), key=lambda p: p.stat().st_mtime, reverse=True)
     runs = [config.parent for config in configs]
+    newest = ""
     for run_dir in runs:
-        if not config_differences(cfg, run_dir):
+        try:
+            differences = config_differences(cfg, run_dir)
+        except FtkitError as error:
+            # another run's damaged config.yaml: it is not this config's run, and no reason to stop looking
+            log.warning("Skipping %s: %s", run_dir, error)
+            continue
+        if not differences:
             return run_dir
-    newest = f"; the newest, {runs[0]}, differs: {config_differences(cfg, runs[0])[0]}" if runs else ""
+        newest = newest or f"; the newest, {run_dir}, differs: {differences[0]}"
     raise FtkitError(
         f"resume=true found no run of this config under {root.resolve()} ({len(runs)} runs looked at{newest})",
         "run it from the directory you started the run in, with the same overrides, or name the run: resume=<run dir>",
@@ -170,8 +210,17 @@ def _refuse_finished(run_dir: Path) -> None:
 
 
 def _saved_overrides(run_dir: Path) -> list[str]:
-    saved = RunDir(run_dir).saved_overrides()
-    return [o for o in saved if not is_key(o, "resume") and not is_key(o, "hydra.run.dir")]
+    """The run's own overrides, once they compose alone: a key ftkit renamed since, or an edit, is said of its
+    overrides.yaml, not of the command line."""
+    from ftkit.config.compose import compose
+
+    run = RunDir(run_dir)
+    saved = [o for o in run.saved_overrides() if not is_key(o, "resume") and not is_key(o, "hydra.run.dir")]
+    try:
+        compose(rewrite_trainer_overrides(saved))
+    except FtkitError as error:
+        raise run.replay_refused(error) from None
+    return saved
 
 
 def _given_run_dir(overrides: list[str]) -> Path | None:
