@@ -28,4 +28,6 @@ def check_cache_dir() -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise FtkitError(f"cannot write into ftkit's cache {folder} ({error.strerror or error})", fix, where=where) from None
+        raise FtkitError(
+            f"cannot write into ftkit's cache {folder} ({error.strerror or error})", fix, where=where
+        ) from None

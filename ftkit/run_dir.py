@@ -407,3 +407,60 @@ class RunDir:
                 f"from its latest checkpoint: ftkit train resume={self.path}",
                 where=where,
             )
+
+    def check_new(self, where: str) -> None:
+        """What a new run may write into: a directory that is, or can be made, its own.
+
+        Refused: no path (Hydra would use the current directory), a file, a directory that holds a run or lies
+        inside one (an adapter/ folder, a checkpoint), and a place that cannot be created or written.
+        """
+        fresh = f"give {where} a new directory of its own, or leave it out for a fresh time-stamped one"
+        try:
+            self._check_new(where, fresh)
+        except OSError as error:  # a name too long, a loop of links, a folder that is a file ...
+            raise FtkitError(
+                f"cannot use {str(self.path)[:200]} ({error.strerror or error})", fresh, where=where
+            ) from None
+
+    def _check_new(self, where: str, fresh: str) -> None:
+        if not str(self.path).strip() or str(self.path) in (".", "./"):
+            raise FtkitError(
+                f"{where} is empty (or '.'), which would make the current directory the run directory",
+                fresh,
+                where=where,
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise FtkitError(f"{self.path} is a file, not a directory", fresh, where=where)
+        self.refuse_if_holds_run(where)
+        inside = RunDir.containing(self.path.resolve().parent)
+        if inside is not None:
+            raise FtkitError(
+                f"{self.path} lies inside the run directory {inside.path}, and ftkit does not write into a run",
+                fresh,
+                where=where,
+            )
+        _refuse_unwritable(self.path, where, fresh)
+
+
+def _refuse_unwritable(path: Path, where: str, fix: str) -> None:
+    """Create the directory (and its missing parents) to see that it can be, then remove what was created."""
+    import contextlib
+    import os
+
+    created = []
+    missing = path.absolute()
+    try:
+        while not missing.exists():
+            created.append(missing)
+            missing = missing.parent
+        for folder in reversed(created):
+            folder.mkdir()
+        probe = path / f".ftkit-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise FtkitError(f"cannot write into {path} ({error.strerror or error})", fix, where=where) from None
+    finally:
+        for folder in created:
+            with contextlib.suppress(OSError):  # something else wrote into it meanwhile: leave it
+                folder.rmdir()

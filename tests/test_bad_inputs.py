@@ -53,7 +53,11 @@ def test_bad_input_exits_2_with_a_one_paragraph_error(case, run_ftkit, tiny_mode
     if command == "train" and not any(arg.startswith("hydra.run.dir=") for arg in overrides):
         overrides.append(f"hydra.run.dir={tmp_path / 'new-run'}")
     before = snapshot(existing_run), snapshot(RUNS)
-    result = run_ftkit(command, *overrides, env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    # env: the case's environment variables (e.g. a launcher's WORLD_SIZE), beside the usual ones
+    env = {
+        name: value.format(data=CORPUS / "data", existing=existing_run) for name, value in case.get("env", {}).items()
+    }
+    result = run_ftkit(command, *overrides, env={"OMP_NUM_THREADS": "1", **env}, timeout=300)
 
     said = result.stdout + result.stderr
     assert result.returncode == 2, f"exit {result.returncode}; output:\n{said[-3000:]}"

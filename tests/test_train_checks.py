@@ -90,7 +90,10 @@ def test_printing_the_config_needs_no_new_run_directory(tmp_path, monkeypatch):
 
 def test_the_bad_input_corpus_covers_every_class_the_issue_names():
     """tests/bad_inputs has a file per class of input, and enough cases in each to mean it."""
-    files = {path.stem: path.read_text().count("- name:") for path in (REPO / "tests" / "bad_inputs" / "cases").glob("*.yaml")}
+    files = {
+        path.stem: path.read_text().count("- name:")
+        for path in (REPO / "tests" / "bad_inputs" / "cases").glob("*.yaml")
+    }
     assert set(files) >= {"config", "data", "launch", "run_dirs", "serve"}
     assert sum(files.values()) >= 120 and min(files.values()) >= 8
 

@@ -186,7 +186,7 @@ def model_card(cfg: DictConfig, run_dir: RunDir, weights: Path, merged: bool, ta
     )
     lines.append(summary_table(metrics, primary) + "\n")
     lines.append(f"Full metrics: `{run_dir.metrics_file.name}` of the run `{run_dir.path.resolve()}`.\n")
-    config = run_dir.config_file.read_text()
+    config = run_dir.config_text()
     lines.append(
         f"## Training config\n\nThe run's resolved `{run_dir.config_file.name}`:\n\n```yaml\n{config.rstrip()}\n```\n"
     )

@@ -25,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ftkit.errors import FtkitError, debug
-from ftkit.run_dir import SWEEP_RESULT, RunDir
+from ftkit.run_dir import SWEEP_RESULT, RunDir, read_json
 
 log = logging.getLogger("ftkit")
 
@@ -239,7 +239,12 @@ def leaderboard_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     for job_dir in sorted(job_dirs, key=lambda p: int(p.name)):
         path = job_dir / SWEEP_RESULT
         if path.exists():
-            result = json.loads(path.read_text())
+            try:
+                result = read_json(path)
+            except FtkitError as error:  # a damaged result.json is that job's row, not the end of the leaderboard
+                result = {"status": "failed", "error": str(error)}
+            if not isinstance(result, dict):
+                result = {"status": "failed", "error": f"{path} does not hold a result object"}
         else:
             result = {"status": "failed", "error": f"no {SWEEP_RESULT}: the job is running, or was killed"}
         rows.append({"job": int(job_dir.name), **result})

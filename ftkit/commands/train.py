@@ -24,7 +24,6 @@ from ftkit.config.overrides import INFO_ONLY, given_value, rewrite_trainer_overr
 from ftkit.errors import LOG_FORMAT, FtkitError, exit_on_user_error
 from ftkit.run_dir import RunDir
 
-
 # Flags that would make Hydra compose another config than the one ftkit composed and checked.
 OTHER_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}
 

@@ -32,7 +32,9 @@ def check(cfg: DictConfig) -> None:
         plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
         problem = trainer_fields.check_value(str(name), plain)
         if problem:
-            raise FtkitError(f"trainer.{name} {problem}", trainer_fields.example(str(name), plain), where=f"trainer.{name}")
+            raise FtkitError(
+                f"trainer.{name} {problem}", trainer_fields.example(str(name), plain), where=f"trainer.{name}"
+            )
     _positive(cfg, "trainer.learning_rate", "trainer.learning_rate=2e-4")
     _positive(cfg, "trainer.per_device_train_batch_size", "trainer.per_device_train_batch_size=8")
     _positive(cfg, "trainer.per_device_eval_batch_size", "trainer.per_device_eval_batch_size=16")
@@ -126,8 +128,13 @@ def _check_finite(cfg: DictConfig, prefix: str = "") -> None:
 
 
 # transformers' attention kernels by name; a hub kernel ("kernels-community/flash-attn") is named by its repo id.
-ATTENTION = {"eager": None, "sdpa": None, "flex_attention": None, "flash_attention_2": "flash_attn",
-             "flash_attention_3": "flash_attn_interface"}
+ATTENTION = {
+    "eager": None,
+    "sdpa": None,
+    "flex_attention": None,
+    "flash_attention_2": "flash_attn",
+    "flash_attention_3": "flash_attn_interface",
+}
 
 
 def _check_attention(cfg: DictConfig) -> None:

@@ -62,9 +62,6 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
 
     with_hydra: also return the `hydra` node (run and sweep directories, sweeper, launcher), checked the same way.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -73,21 +70,31 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     parsed = parse_overrides(overrides)
     for text, override in zip(overrides, parsed, strict=True):
         _check_override_shape(text, override)
-    register_schemas()
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-            cfg = hydra_compose(config_name=PRIMARY, overrides=overrides, return_hydra_config=with_hydra)
+        cfg = _hydra_compose(overrides, with_hydra)
     except MissingConfigException as error:
         raise _missing_option_error(error) from None
     except ConfigCompositionException as error:
         raise _composition_error(error, overrides) from None
     except (OmegaConfBaseException, ValueError, TypeError) as error:  # Hydra lets some of these through unwrapped
         raise _composition_error(error, overrides) from None
-    finally:
-        GlobalHydra.instance().clear()
     _refuse_added_keys(overrides, parsed, cfg)
     return cfg
+
+
+def _hydra_compose(overrides: list[str], with_hydra: bool) -> DictConfig:
+    """Hydra's compose, its exceptions as they come (compose() turns them into FtkitErrors)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name=PRIMARY, overrides=overrides, return_hydra_config=with_hydra)
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def config_groups() -> list[str]:
@@ -125,7 +132,7 @@ def _refuse_added_keys(overrides: list[str], parsed: list, cfg: DictConfig) -> N
         return
     without = [text for text in overrides if text not in {t for t, _ in added}]
     base = compose(without)
-    for text, override in added:
+    for _, override in added:
         key = override.key_or_group
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             prefix = "++" if override.is_force_add() else "+"
@@ -189,13 +196,16 @@ def _unknown_key_error(full_key: str, base: DictConfig, extra: str = "") -> Ftki
 
 
 def _group_choices_config(overrides: list[str], with_hydra: bool = False) -> DictConfig:
-    """The config composed with the user's group choices only (where the valid keys of a node are looked up)."""
+    """The config composed with the user's group choices only (where the valid keys of a node are looked up).
+
+    Composed without compose()'s error handling, which calls this: choices that fail too give the defaults.
+    """
     groups = set(config_groups())
     choices = [o for o in overrides if "=" in o and o.lstrip("+").split("=", 1)[0] in groups]
     try:
-        return compose(choices, with_hydra=with_hydra)
-    except FtkitError:
-        return compose([], with_hydra=with_hydra)
+        return _hydra_compose(choices, with_hydra)
+    except Exception:  # noqa: BLE001 - only a lookup for the error message being built
+        return _hydra_compose([], with_hydra)
 
 
 def run_config(run: RunDir | None, overrides: list[str]) -> DictConfig:
@@ -204,6 +214,14 @@ def run_config(run: RunDir | None, overrides: list[str]) -> DictConfig:
     from ftkit.config.overrides import rewrite_trainer_overrides
 
     replayed = run.replay_overrides() if run is not None else []
-    cfg = compose(rewrite_trainer_overrides(replayed + overrides))
+    try:
+        cfg = compose(rewrite_trainer_overrides(replayed + overrides))
+    except FtkitError:
+        if run is not None and replayed:
+            try:  # on the error path only: when the run's own overrides fail alone, its overrides.yaml is at fault
+                compose(rewrite_trainer_overrides(replayed))
+            except FtkitError as own:
+                raise run.replay_refused(own) from None
+        raise
     check(cfg)
     return cfg

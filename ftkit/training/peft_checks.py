@@ -43,12 +43,16 @@ def _check_targets(targets: object) -> None:
     if isinstance(targets, ListConfig):
         names = list(targets)
         if not names:
-            raise FtkitError("peft.target_modules is empty, so LoRA would adapt no layer", TARGETS_FIX,
-                             where="peft.target_modules")
+            raise FtkitError(
+                "peft.target_modules is empty, so LoRA would adapt no layer", TARGETS_FIX, where="peft.target_modules"
+            )
         odd = [name for name in names if not isinstance(name, str) or not name.strip()]
         if odd:
-            raise FtkitError(f"peft.target_modules holds {odd[0]!r}, which is not a layer name", TARGETS_FIX,
-                             where="peft.target_modules")
+            raise FtkitError(
+                f"peft.target_modules holds {odd[0]!r}, which is not a layer name",
+                TARGETS_FIX,
+                where="peft.target_modules",
+            )
         return
     if not isinstance(targets, str) or not targets.strip():
         raise FtkitError(
