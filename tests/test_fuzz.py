@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -81,11 +82,17 @@ def outcome(call) -> tuple[int, str]:
     """(exit code, stderr) of call() as the ftkit command would end: FtkitError -> 2; anything else propagates."""
     stderr = io.StringIO()
     code = 0
-    with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            exit_on_user_error(call)()
-        except SystemExit as end:
-            code = end.code if isinstance(end.code, int) else 1
+    # Log records go to this call's stderr: a handler an earlier test left on a stream since closed would print
+    # "--- Logging error ---" with a traceback that is the test run's, not ftkit's.
+    handlers, logging.root.handlers = logging.root.handlers, [logging.StreamHandler(stderr)]
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                exit_on_user_error(call)()
+            except SystemExit as end:
+                code = end.code if isinstance(end.code, int) else 1
+    finally:
+        logging.root.handlers = handlers
     return code, stderr.getvalue()
 
 

@@ -175,7 +175,8 @@ def test_parse_output():
 
 def test_conll_reader(tmp_path):
     path = tmp_path / "data.txt"
-    path.write_text("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\nfever O\n")
+    # every token line keeps the file's column count (4 here); a line of another width is refused (test_data)
+    path.write_text("-DOCSTART- -X- O O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\nfever NN B-NP O\n")
     sentences = read_conll(path)
     assert [s.tokens for s in sentences] == [["EU", "rejects"], ["fever"]]
     assert [s.tags for s in sentences] == [["B-ORG", "O"], ["O"]]
@@ -215,7 +216,7 @@ def test_empty_conll_file(tmp_path):
         ('{"text": "gout"}', "has no 'spans' field"),
         ('{"text": "gout", "spans": [{"start": 0, "end": 9, "type": "Disease"}]}', "lies outside the text"),
         ('{"text": "gout", "spans": [{"start": 0, "end": 4, "type": "Chemical"}]}', "'Chemical' is not one of"),
-        ('{"text": "gout", "spans": [{"start": 0, "end": 4}]}', "is not an object with integer start"),
+        ('{"text": "gout", "spans": [{"start": 0, "end": 4}]}', "has no type"),
         ('{"text": "gout", "spans": {"start": 0}}', "must be a list"),
         ('{"text": "a b", "spans": [{"start": 1, "end": 2, "type": "Disease"}]}', "covers only whitespace"),
         (
