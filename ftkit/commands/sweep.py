@@ -165,20 +165,25 @@ def _values_to_check(override: Any) -> list[str]:
     return [str(int(v)) if float(v).is_integer() else str(v) for v in (interval.start, interval.end)]
 
 
-def check_sweep(overrides: list[str]) -> tuple[list[list[str]], str]:
-    """Check every planned job as a single run would be checked (exit 2 on the first mistake), before any starts."""
+def check_sweep(overrides: list[str]) -> tuple[list[list[str]], str, list[DictConfig]]:
+    """Check every planned job as a single run would be checked (exit 2 on the first mistake), before any starts.
+
+    Returns the jobs, how the sweeper picks them, and each job's checked config (composed once, here).
+    """
     from ftkit.config.checks import check
     from ftkit.config.compose import compose
 
     jobs, plan = planned_jobs(overrides)
+    configs = []
     for job in jobs:
         try:
-            check(compose(job))
+            configs.append(compose(job))
+            check(configs[-1])
         except FtkitError as error:
             if len(jobs) > 1:
                 error.problem = f"in the sweep job {' '.join(job)}: {error.problem}"
             raise
-    return jobs, plan
+    return jobs, plan, configs
 
 
 # The sweep that just ran (set by Leaderboard.on_multirun_end): `ftkit train -m` exits non-zero when every job failed.

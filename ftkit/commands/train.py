@@ -104,10 +104,9 @@ def check_command(args: list[str]) -> Checked:
         )
     from ftkit.commands.sweep import check_sweep
 
-    checked.jobs, checked.plan = check_sweep(overrides)
+    checked.jobs, checked.plan, configs = check_sweep(overrides)
     if not printing:
         check_new_sweep_dir(compose(checked.jobs[0], with_hydra=True))
-        configs = [compose(job) for job in checked.jobs]
         for cfg in configs:
             check_machine(cfg)
         checked.dry_run = any(cfg.dry_run for cfg in configs)
