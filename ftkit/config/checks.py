@@ -66,6 +66,8 @@ def check(cfg: DictConfig) -> None:
             "use early_stopping.threshold=0 (any improvement counts) or a small positive number, e.g. 0.001",
             where="early_stopping.threshold",
         )
+    _check_data_preparation(cfg)
+    _check_evaluate(cfg)
     _check_attention(cfg)
     _check_padding_free(cfg)
     _check_early_stopping(cfg)
@@ -235,6 +237,106 @@ def _check_early_stopping(cfg: DictConfig) -> None:
             f"where trainer.eval_strategy={evaluation} evaluates",
             f"set trainer.save_strategy={evaluation} (and, for steps, trainer.save_steps a multiple of eval_steps)",
             where="trainer.save_strategy",
+        )
+
+
+BALANCE = ["none", "oversample", "undersample", "class_weights"]
+AUGMENT = ["none", "eda", "paraphrase"]
+BASELINES = ["majority", "tfidf"]
+
+
+def _check_data_preparation(cfg: DictConfig) -> None:
+    """recipe.data.split / folds (one file split here) and data.* (what is done to the training split)."""
+    data = cfg.recipe.get("data")
+    split = data.get("split") if data is not None else None
+    if split is not None:
+        fractions = list(split)
+        example = "recipe.data.split=[0.8,0.1,0.1]"
+        if len(fractions) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
+            raise FtkitError(
+                f"recipe.data.split must be three fractions (train, validation, test), got {fractions}",
+                f"use e.g. {example}, or [0.9,0,0.1] for no validation split",
+                where="recipe.data.split",
+            )
+        if any(f < 0 for f in fractions) or fractions[0] <= 0 or fractions[2] <= 0 or abs(sum(fractions) - 1) > 1e-6:
+            raise FtkitError(
+                f"recipe.data.split is {fractions}: the train and test fractions must be above 0, none below 0, and "
+                f"the three must add up to 1 (they add up to {sum(fractions):g})",
+                f"use e.g. {example}",
+                where="recipe.data.split",
+            )
+    folds, fold = (data.get("folds"), data.get("fold")) if data is not None else (None, None)
+    if folds is not None or fold is not None:
+        if not (isinstance(folds, int) and folds >= 2) or not (isinstance(fold, int) and 0 <= fold < folds):
+            raise FtkitError(
+                f"recipe.data.folds={folds} with recipe.data.fold={fold}: folds must be 2 or more and fold one of "
+                "0 .. folds-1",
+                "run cross-validation with `ftkit cv folds=5 <overrides>`, which sets both for each fold's run",
+                where="recipe.data.folds",
+            )
+        if split is not None:
+            raise FtkitError(
+                "recipe.data.split and recipe.data.folds are both set: a record would belong to a holdout split and to "
+                "a fold",
+                "set one of them: recipe.data.split=null for cross-validation",
+                where="recipe.data.split",
+            )
+    if split is not None or folds is not None:
+        given = [name for name in ("validation", "test") if data.get(name) is not None]
+        if given:
+            how = "recipe.data.split" if split is not None else "recipe.data.folds"
+            raise FtkitError(
+                f"{how} makes every split from recipe.data.train, and recipe.data.{given[0]} is set too "
+                f"({data.get(given[0])})",
+                " ".join(f"recipe.data.{name}=null" for name in given)
+                + f" (add to the command line), or drop {how} to use the files as they are",
+                where=f"recipe.data.{given[0]}",
+            )
+    _choice(cfg, "data.balance", BALANCE)
+    _choice(cfg, "data.augment", AUGMENT)
+    _positive(cfg, "data.augment_factor", "data.augment_factor=1 (one new record per training record)")
+    if cfg.data.synonyms is not None and cfg.data.augment != "eda":
+        raise FtkitError(
+            f"data.synonyms={cfg.data.synonyms} is only read by data.augment=eda, and data.augment={cfg.data.augment}",
+            "set data.augment=eda, or data.synonyms=null",
+            where="data.synonyms",
+        )
+    if cfg.data.balance != "none" or cfg.data.augment != "none":
+        from ftkit.recipes import get_recipe_class
+        from ftkit.tasks.classification import ClassificationTask
+
+        if not issubclass(get_recipe_class(cfg.recipe.name), ClassificationTask):
+            key = "data.balance" if cfg.data.balance != "none" else "data.augment"
+            raise FtkitError(
+                f"{key}={cfg.data[key.split('.')[1]]} needs a label per record, and recipe {cfg.recipe.name} is not "
+                "a classification recipe",
+                f"set {key}=none, or use a classification recipe (tickets, sentiment)",
+                where=key,
+            )
+
+
+def _check_evaluate(cfg: DictConfig) -> None:
+    baselines = cfg.evaluate.baselines
+    if not isinstance(baselines, ListConfig) or any(name not in BASELINES for name in baselines):
+        wrong = next((name for name in baselines if name not in BASELINES), baselines) if baselines else baselines
+        raise FtkitError(
+            f"evaluate.baselines has {wrong!r}, which is not a baseline ftkit trains",
+            f"list some of {', '.join(BASELINES)}, e.g. evaluate.baselines=[majority,tfidf], or evaluate.baselines=[] "
+            f"for none; {closest(str(wrong), BASELINES)}",
+            where="evaluate.baselines",
+        )
+    if len(set(baselines)) != len(baselines):
+        raise FtkitError(
+            f"evaluate.baselines lists a baseline twice: {list(baselines)}",
+            "list each once, e.g. evaluate.baselines=[majority,tfidf]",
+            where="evaluate.baselines",
+        )
+    samples = cfg.evaluate.bootstrap_samples
+    if not isinstance(samples, int) or samples < 0 or 0 < samples < 100:
+        raise FtkitError(
+            f"evaluate.bootstrap_samples is {samples!r}: intervals need at least 100 resamples of the test split",
+            "use e.g. evaluate.bootstrap_samples=1000, or 0 for no intervals",
+            where="evaluate.bootstrap_samples",
         )
 
 

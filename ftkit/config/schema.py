@@ -84,6 +84,10 @@ class EvaluateConfig:
     batch_size: int = 16
     max_examples: int | None = None  # cap the test split (quick looks); None scores all of it
     validation: bool | None = None  # also score the validation split (a sweep's objective); None: only in sweeps
+    # Classification: baselines trained on the same training split and scored on the same test split
+    baselines: list[str] = field(default_factory=lambda: ["majority", "tfidf"])  # majority | tfidf; [] for none
+    # Resamples of the test split for the 95% intervals and the paired bootstrap; 0: no intervals
+    bootstrap_samples: int = 1000
 
 
 @dataclass
@@ -116,6 +120,29 @@ class DataConfig:
     text_field: str = "text"
     label_field: str = "label"
     max_train_examples: int | None = None
+    # One file split here: [train, validation, test] fractions of recipe.data.train, stratified (by label, or by
+    # the entity types a sentence holds), seeded; validation and test must then be null. null: the files above.
+    split: list[float] | None = None
+    split_seed: int = 42  # which record lands in which split or fold; the run directory records the outcome
+    # k-fold cross-validation (`ftkit cv folds=5` sets both): recipe.data.train in `folds` stratified folds, fold
+    # number `fold` (0-based) is the test split and the others train
+    folds: int | None = None
+    fold: int | None = None
+
+
+@dataclass
+class DataPrepConfig:
+    """What is done to the training split before training; validation and test are never changed."""
+
+    # Classification only. oversample: repeat small classes' records up to the largest class; undersample: drop
+    # large classes' records down to the smallest; class_weights: weight each example's loss by its class's
+    # inverse frequency (cost-sensitive learning, nothing repeated or dropped)
+    balance: str = "none"  # none | oversample | undersample | class_weights
+    # eda: swap, delete and insert words, replace synonyms; paraphrase: the base model rewrites each input
+    augment: str = "none"  # none | eda | paraphrase
+    augment_factor: float = 1.0  # new records per training record (0.5: one for every second record)
+    synonyms: str | None = None  # eda: a file of synonym groups, one comma-separated group per line; None: none
+    seed: int = 42  # which records are repeated, dropped or augmented, and how
 
 
 @dataclass
@@ -129,6 +156,7 @@ class FtkitConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     data_checks: DataChecksConfig = field(default_factory=DataChecksConfig)
+    data: DataPrepConfig = field(default_factory=DataPrepConfig)
     cache_preprocessing: bool = True  # reuse TRL's tokenized data across runs (ftkit.training.preprocess_cache)
     # false: a new run | true: continue the latest unfinished run of this config | <checkpoint or run directory>
     resume: Any = False
