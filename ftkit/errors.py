@@ -26,7 +26,13 @@ class FtkitError(Exception):
     def __str__(self) -> str:
         place = f"{self.where}: " if self.where else ""
         end = "" if self.fix.endswith(("?", ")")) else "."
-        return f"{place}{self.problem}. Fix: {self.fix}{end}"
+        return one_line(f"{place}{self.problem}. Fix: {self.fix}{end}")
+
+
+def one_line(text: str) -> str:
+    """text with every character that is not printable escaped (\\x0b, \\n, \\u2028): a value quoted from a file or
+    the command line must not break the one-paragraph error into lines, or hide in it."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def debug() -> bool:

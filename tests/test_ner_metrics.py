@@ -202,6 +202,16 @@ def test_conll_reader_errors_name_file_and_line(tmp_path, content, line, message
     assert error.value.where == f"{path}:{line}"
 
 
+def test_a_control_character_in_a_tag_stays_inside_the_one_line_error(tmp_path):
+    # Found by the long fuzz run: a vertical tab in a tag split the error paragraph in two (str.splitlines splits on it)
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(b"lymphoma\tI-\x0bisease\n")
+    with pytest.raises(FtkitError) as error:
+        read_conll(path, ["Disease"])
+    assert len(str(error.value).splitlines()) == 1
+    assert "I-\\x0bisease" in str(error.value)
+
+
 def test_empty_conll_file(tmp_path):
     path = tmp_path / "empty.conll"
     path.write_text("\n\n")
