@@ -6,7 +6,11 @@
     adapter/ | model/    the trained weights (LoRA ...) | the whole model (peft=none)
     metrics.json         written last: its presence is what makes a run finished
     report.md, plots/, predictions/, log_history.json, train.log (+ train.rank<N>.log), checkpoints/,
+    splits.json (what went where when recipe.data.split or folds split one file: ftkit.data.splits),
     deepspeed.json, launch.sbatch, slurm-<job>.out, eval/<stamp>/ (ftkit eval), result.json (a sweep job's outcome)
+
+`ftkit cv` writes a cross-validation directory (cv/<recipe>/<date>/<time>): fold-<i>/, one run directory per
+fold, and cv.json / cv.md, the folds' metrics with their mean and standard deviation.
 
 Every command that reads a run or refuses one asks here: eval, predict, export, serve, resume, sweep leaderboards,
 and train itself (which never writes into a directory that holds a run, resume aside).
@@ -31,6 +35,9 @@ REPORT = "report.md"
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 LOG_HISTORY = "log_history.json"
+SPLITS = "splits.json"  # which records went to which split, when one file was split (ftkit.data.splits)
+CV_RESULTS, CV_REPORT = "cv.json", "cv.md"  # ftkit cv's results, in the cross-validation directory
+CV_FOLD = "fold-{}"  # ftkit cv: each fold's run directory, by fold number
 DEEPSPEED_CONFIG = "deepspeed.json"
 SBATCH_SCRIPT = "launch.sbatch"
 SLURM_LOG = "slurm-{}.out"  # the SLURM job's output, by job id
@@ -195,6 +202,10 @@ class RunDir:
         return self.path / LOG_HISTORY
 
     @property
+    def splits_file(self) -> Path:
+        return self.path / SPLITS
+
+    @property
     def deepspeed_config(self) -> Path:
         return self.path / DEEPSPEED_CONFIG
 
@@ -329,6 +340,17 @@ class RunDir:
                 what = "an object" if kind is dict else "a metric's name"
                 raise malformed(self.metrics_file, f"its {key!r} is {describe(value)}, where ftkit writes {what}")
         return metrics
+
+    def saved_splits(self) -> dict[str, Any] | None:
+        """What splits.json says went where (ftkit.data.splits.SplitReader.record); None when the run has none."""
+        if not self.splits_file.exists():
+            return None
+        record = read_json(self.splits_file)
+        if not isinstance(record, dict):
+            raise malformed(self.splits_file, f"it holds {describe(record)}, where ftkit writes an object")
+        if not isinstance(record.get("splits"), dict):
+            raise malformed(self.splits_file, "it has no 'splits' object (each split's count, ids and sha256)")
+        return record
 
     def check_weights(self) -> None:
         """The saved adapter/ (or model/) has the config its library reads back and whole weight files."""

@@ -32,7 +32,12 @@ class Recipe(Protocol):
     def __init__(self, cfg: DictConfig) -> None: ...
 
     def load_split(self, split: str) -> list[dict[str, Any]] | None:
-        """Read and validate one split's records (train / validation / test); None if not configured."""
+        """Read and validate one split's records (train / validation / test); None if not configured. A split of
+        one file (recipe.data.split / folds) comes from split_reader; commands ask ftkit.data.splits.read_splits."""
+
+    # ftkit.data.splits.SplitReader: the files, or shares of one file, and the record of what went where;
+    # None for a recipe whose records come from other recipes' readers (multitask).
+    split_reader: Any
 
     def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
         """A record as a TRL conversational example: {"prompt": [...], "completion": [...]} or {"messages": [...]}."""

@@ -16,6 +16,8 @@ Supports
 
 Raises FtkitError (exit 2) for
   - no tasks, a task whose recipe is multitask itself, a weight for an unknown task, or a negative weight;
+  - a task that splits one file (recipe.tasks.<task>.data.split or folds): a run records one split of one file
+    (ftkit.data.splits), and a mixture has a file per task; each task's files are read as they are;
   - anything a task's own recipe raises for its config or data (with the task's keys, file:line for records).
 """
 
@@ -46,6 +48,7 @@ class MultitaskRecipe:
     greater_is_better = True
     sft_config: ClassVar[dict[str, Any]] = {}
     serves: ClassVar[tuple[str, ...]] = ()  # ftkit serve: chat only (a request would not say which task it is)
+    split_reader = None  # each task reads its own files; no split of one file to record
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -63,6 +66,16 @@ class MultitaskRecipe:
                     f"task {name!r} is itself a multitask recipe", "list plain recipes as tasks", f"recipe.tasks.{name}"
                 )
             get_recipe_class(task.name).check_config(task)
+            data = task.get("data")
+            if data is not None and (data.get("split") is not None or data.get("folds") is not None):
+                key = "split" if data.get("split") is not None else "folds"
+                raise FtkitError(
+                    f"task {name!r} splits one file (recipe.tasks.{name}.data.{key}), and a multitask run reads each "
+                    "task's files as they are",
+                    f"give the task its files (recipe.tasks.{name}.data.train / validation / test) and set "
+                    f"recipe.tasks.{name}.data.{key}=null",
+                    f"recipe.tasks.{name}.data.{key}",
+                )
         for name, weight in cfg.weights.items():
             if name not in names:
                 raise FtkitError(

@@ -31,9 +31,9 @@ TRAINED_BYTES = 4 + 4 + 8
 def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
     from transformers import AutoTokenizer
 
+    from ftkit.data.splits import describe_split, load_splits
     from ftkit.recipes import get_recipe_class
     from ftkit.training.data_checks import check_lengths
-    from ftkit.training.run import load_splits
 
     section("Config")
     print(OmegaConf.to_yaml(cfg, resolve=True))
@@ -48,6 +48,13 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
     source, config = model_source_and_config(cfg)
     tokenizer = AutoTokenizer.from_pretrained(**source)
     section(f"Data (tokens with {cfg.model.name}'s chat template; model.max_length={cfg.model.max_length})")
+    data = cfg.recipe.get("data")
+    how = describe_split(data) if data is not None else None
+    if how:
+        print(f"Splits: {how}")
+    if cfg.recipe.get("labels") == "auto":  # read from data: the run writes the list into its config.yaml
+        labels = ", ".join(recipe.labels)
+        print(f"Labels: read from the training split (recipe.labels=auto), most frequent first: {labels}")
     stats = {
         name: data_statistics(recipe, tokenizer, records, cfg.model.max_length) for name, records in splits.items()
     }

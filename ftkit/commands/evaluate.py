@@ -5,6 +5,10 @@ command-line overrides (its overrides.yaml), so the recipe, labels, prompt and b
 was trained with, then apply the new ones (e.g. `recipe.data.test=other.jsonl`), and load the run's adapter on
 top of the base model (in 4 bits for a peft=qlora run, as it trained), or the whole fine-tuned model a peft=none
 run saved in <run>/model. Without `run=` they use the base model alone.
+
+A run whose recipe split one file (recipe.data.split, or a fold of `ftkit cv`) is scored on that same test split:
+ftkit.data.splits.read_splits makes it again and compares it with the run's splits.json, refusing (exit 2) when
+the data file changed since the run or the overrides ask for another split.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from omegaconf import DictConfig
 
 from ftkit.config.compose import run_config
 from ftkit.config.overrides import parse_command_options
+from ftkit.data.splits import describe_split, read_splits
 from ftkit.errors import FtkitError
 from ftkit.run_dir import EVAL_PREDICTIONS, METRICS, RunDir
 
@@ -88,11 +93,16 @@ def predict_command(args: list[str]) -> None:
 def eval_main(cfg: DictConfig, run: RunDir | None, out_dir: str | None) -> Path:
     """`ftkit eval`: score the test split; write metrics.json, predictions.jsonl and a summary to out_dir."""
     from ftkit.recipes import get_recipe_class
+    from ftkit.reporting.run_report import uncertainty_of
     from ftkit.tasks.evaluation import evaluate
     from ftkit.training.models import load_trained
 
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
-    records = recipe.load_split("test")
+    # A run's split of one file is made again and compared with its record: the test split it was scored on.
+    recorded = (run.saved_splits(), run.splits_file) if run else (None, None)
+    splits = read_splits(recipe, *recorded, compare=("test",))
+    records = splits.records["test"]
+    data = cfg.recipe.get("data")
     if records is None:
         raise FtkitError("no test split is set, so there is nothing to evaluate", "set recipe.data.test=<file>")
     records = records[: cfg.evaluate.max_examples] if cfg.evaluate.max_examples else records
@@ -109,10 +119,19 @@ def eval_main(cfg: DictConfig, run: RunDir | None, out_dir: str | None) -> Path:
         "model": cfg.model.name,
         "adapter": str(weights) if run and weights == run.adapter_dir else None,
         "finetuned_model": str(weights) if run and weights == run.model_dir else None,  # peft=none runs
-        "test": cfg.recipe.data.test,
+        "test": data.get("test") or describe_split(data) if data is not None else None,  # None: multitask
+        "test_sha256": splits.record["splits"]["test"]["sha256"] if splits.record else None,  # the split's records
         "primary_metric": recipe.primary_metric,
         "metrics": result["metrics"],
         "seconds": result["seconds"],
+        # 95% bootstrap intervals (evaluate.bootstrap_samples, seeded as training is: trainer.seed, else TRL's 42)
+        "uncertainty": uncertainty_of(
+            recipe,
+            records,
+            {"finetuned" if run else "base": result},
+            cfg.evaluate.bootstrap_samples,
+            cfg.trainer.get("seed", 42),
+        ),
     }
     target.mkdir(parents=True, exist_ok=True)  # made only now: a failed load leaves no empty folder behind
     with _new_file(target / METRICS, "out") as out:

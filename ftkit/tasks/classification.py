@@ -9,6 +9,13 @@ gives the labels, data fields and prompt, and the class only names what one text
   file:line before any model loads. Such a template cannot be served by /v1/classify, which sends only text.
 - Labels: the label field holds a label name, or, when the recipe's schema has a `label_map` and it is set, a raw
   value (an int or a string, as it appears in the file) that the map turns into a label name.
+- recipe.labels=auto: the labels are those of the training split (the mapped names with a label_map), most frequent
+  first, ties by name; under k-fold (recipe.data.folds) those of the whole file, so every fold scores the same
+  classes. A validation or test label the training split lacks is refused at its file:line, as are two labels that
+  differ only in case, a label with spaces around it, and a training split with fewer than two labels. A run
+  writes the list into its config.yaml and overrides.yaml (with_labels_read), so eval, serve and export load it
+  with the labels it trained with.
+- Splits: ftkit.data.splits.SplitReader (the files, or shares of one file stratified by label).
 - Prediction: labels are scored as whole token sequences given the prompt (ftkit.tasks.scoring), to the end only those
   that can win unless recipe.score_all_labels; no free text is parsed.
 - Metrics: accuracy (primary), macro-F1, per-class precision/recall/F1, confusion matrix (sklearn).
@@ -18,22 +25,33 @@ Nothing heavy is imported at module level: recipe modules are imported while con
 
 from __future__ import annotations
 
+import logging
+import re
 import string
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
 
+from ftkit.config.overrides import is_key
 from ftkit.config.schema import DataConfig
+from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
 from ftkit.tasks.readers import is_integer, json_type, read_data, require_field, require_text
+
+log = logging.getLogger("ftkit")
+
+AUTO = "auto"  # recipe.labels=auto: the labels are read from the training split
 
 
 @dataclass
 class ClassificationRecipeConfig:
     name: str = MISSING
     data: DataConfig = field(default_factory=DataConfig)
-    labels: list[str] = MISSING
+    # The label names, or auto: those of the training split, most frequent first. Typed Any (a list or the word
+    # auto) and checked in check_config.
+    labels: Any = MISSING
     # None: no system turn (the chat template may insert its own default); "": an empty one (fewest tokens)
     system_prompt: str | None = None
     prompt_template: str = "{text}"
@@ -73,7 +91,36 @@ class ClassificationTask:
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
-        labels = list(cfg.labels)
+        if cfg.labels != AUTO:
+            cls.check_labels(cfg)
+        fields = template_fields(cfg.prompt_template, "recipe.prompt_template")
+        if "text" not in fields:
+            raise FtkitError(
+                "recipe.prompt_template has no {text} placeholder",
+                f"include {{text}} where the {cls.item} goes, e.g. '{cls.item.capitalize()}: {{text}}'",
+                where="recipe.prompt_template",
+            )
+        label_field = OmegaConf.select(cfg, "data.label_field", default="label")
+        if label_field in fields:
+            raise FtkitError(
+                f"recipe.prompt_template uses {{{label_field}}}, the label field, so every prompt would hold its own "
+                "answer",
+                f"remove {{{label_field}}} from recipe.prompt_template",
+                where="recipe.prompt_template",
+            )
+        cls.label_map_of(cfg)
+
+    @staticmethod
+    def check_labels(cfg: DictConfig) -> None:
+        """recipe.labels given as a list: at least two distinct, non-empty names without spaces around them."""
+        if not isinstance(cfg.labels, ListConfig):
+            raise FtkitError(
+                f"recipe.labels must be a list of label names or the word {AUTO}, got {cfg.labels!r}",
+                "list them, e.g. 'recipe.labels=[Pump,Motor,Valve]', or read them from the training split: "
+                f"recipe.labels={AUTO}",
+                where="recipe.labels",
+            )
+        labels = label_names(cfg.labels)
         if len(labels) < 2:
             raise FtkitError(
                 "a classification recipe needs at least two labels", "list them in recipe.labels", where="recipe.labels"
@@ -98,22 +145,6 @@ class ClassificationTask:
             raise FtkitError(
                 f"recipe.labels repeats {', '.join(duplicated)}", "list every label once", where="recipe.labels"
             )
-        fields = template_fields(cfg.prompt_template, "recipe.prompt_template")
-        if "text" not in fields:
-            raise FtkitError(
-                "recipe.prompt_template has no {text} placeholder",
-                f"include {{text}} where the {cls.item} goes, e.g. '{cls.item.capitalize()}: {{text}}'",
-                where="recipe.prompt_template",
-            )
-        label_field = OmegaConf.select(cfg, "data.label_field", default="label")
-        if label_field in fields:
-            raise FtkitError(
-                f"recipe.prompt_template uses {{{label_field}}}, the label field, so every prompt would hold its own "
-                "answer",
-                f"remove {{{label_field}}} from recipe.prompt_template",
-                where="recipe.prompt_template",
-            )
-        cls.label_map_of(cfg)
 
     @staticmethod
     def label_map_of(cfg: DictConfig) -> dict[str, str] | None:
@@ -134,10 +165,10 @@ class ClassificationTask:
                 "recipe.label_map=null when the data holds the label names themselves",
                 where="recipe.label_map",
             )
-        labels = list(cfg.labels)
+        labels = label_names(cfg.labels) if cfg.labels != AUTO else None  # auto: the labels are the mapped names
         mapped: dict[str, str] = {}
         for key, label in label_map.items():
-            if label not in labels:
+            if labels is not None and label not in labels:
                 raise FtkitError(
                     f"recipe.label_map maps {key!r} to {label!r}, which is not one of recipe.labels "
                     f"({', '.join(labels)})",
@@ -156,14 +187,46 @@ class ClassificationTask:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.labels: list[str] = list(cfg.labels)
+        self.auto_labels = cfg.labels == AUTO
+        self._labels: list[str] | None = None if self.auto_labels else label_names(cfg.labels)
         self.label_map = self.label_map_of(cfg)
         # Record fields the prompt names besides the text; with any, /v1/classify (text only) cannot build a prompt.
         self.prompt_fields = [f for f in template_fields(cfg.prompt_template, "recipe.prompt_template") if f != "text"]
         if self.prompt_fields:
             self.serves = ()
+        self.split_reader = SplitReader(cfg.data, self.read_file, self.stratum)
+
+    @property
+    def labels(self) -> list[str]:
+        """recipe.labels, or with recipe.labels=auto those read from the training split (read once)."""
+        if self._labels is None:
+            # Under k-fold the whole file: every fold then scores the same classes in the same order.
+            source = self.split_reader.whole() if self.split_reader.folds else self.load_split("train")
+            self._labels = labels_by_frequency(source or [])
+            log.info("Labels read from the training split (recipe.labels=auto): %s", ", ".join(self._labels))
+        return self._labels
+
+    def stratum(self, record: dict[str, Any]) -> str:
+        """What a split of one file stratifies by: the label."""
+        return record["label"]
 
     def load_split(self, split: str) -> list[dict[str, Any]] | None:
+        records = self.split_reader.read(split)
+        if records is not None and self.auto_labels and split != "train":
+            known = set(self.labels)
+            unseen = next((record for record in records if record["label"] not in known), None)
+            if unseen is not None:
+                raise FtkitError(
+                    f"label {unseen['label']!r} ({split} split) does not occur in the training split, which "
+                    f"recipe.labels={AUTO} reads the labels from ({', '.join(self.labels)})",
+                    "add training records with this label, correct or drop this record, or list every label: "
+                    "recipe.labels=[...]",
+                    where=unseen["source"],
+                )
+        return records
+
+    def read_file(self, split: str) -> list[dict[str, Any]] | None:
+        """Every record of the file configured for split (recipe.data.<split>); None when none is."""
         spec = self.cfg.data.get(split)
         if spec is None:
             return None
@@ -175,21 +238,32 @@ class ClassificationTask:
             if self.prompt_fields:
                 record["fields"] = self.prompt_values(raw, where)
             records.append(record)
-        limit = self.cfg.data.get("max_train_examples")
-        return records[:limit] if split == "train" and limit else records
+        return records
 
     def label_of(self, record: dict[str, Any], field: str, where: str) -> str:
         """The label name of a record: its label field as it is, or mapped through recipe.label_map."""
         value = require_field(record, field, where)
         if self.label_map is None:
             if "label_map" in self.cfg and not isinstance(value, str) and raw_key(value) is not None:
+                # with recipe.labels=auto the labels are not known while the training split is read
+                known = "the labels" if self.auto_labels else f"one of recipe.labels ({', '.join(self.labels)})"
+                example = "<label>" if self.auto_labels else self.labels[0]
                 raise FtkitError(
-                    f"label {value!r} is a raw value, not one of recipe.labels ({', '.join(self.labels)})",
+                    f"label {value!r} is a raw value, not {known}",
                     f"map raw values to labels with recipe.label_map, e.g. recipe.label_map={{{raw_key(value)}: "
-                    f"{self.labels[0]}, ...}}",
+                    f"{example}, ...}}",
                     where=where,
                 )
             label = require_text(record, field, where)
+            if self.auto_labels:
+                if label != label.strip():
+                    raise FtkitError(
+                        f"label {label!r} has spaces around it, and with recipe.labels={AUTO} it would be a class "
+                        f"apart from {label.strip()!r}",
+                        f"write it as {label.strip()!r}",
+                        where=where,
+                    )
+                return label
             # A label that differs from a known one only in case or surrounding spaces is refused, not normalised:
             # silently merging them would hide a data bug (and "neutral " may be a different export's label).
             near = [known for known in self.labels if known.casefold() == label.strip().casefold()]
@@ -318,6 +392,61 @@ class ClassificationTask:
 
     def score(self, predictions: list[dict], records: list[dict[str, Any]]) -> dict[str, Any]:
         return classification_metrics([r["label"] for r in records], [p["label"] for p in predictions], self.labels)
+
+
+def label_names(labels: Any) -> list[Any]:
+    """recipe.labels as a list: numbers written as labels (recipe.labels=[0,1]) are their text, as in the data."""
+    return [str(label) if isinstance(label, (int, float)) else label for label in labels]
+
+
+def labels_by_frequency(records: list[dict[str, Any]]) -> list[str]:
+    """The labels of records, most frequent first (ties by name), for recipe.labels=auto; FtkitError for fewer than
+    two, or for two that differ only in case."""
+    counts = Counter(record["label"] for record in records)
+    labels = sorted(counts, key=lambda label: (-counts[label], label))
+    if len(labels) < 2:
+        raise FtkitError(
+            f"recipe.labels={AUTO} found {len(labels)} label(s) in the training split "
+            f"({', '.join(labels) or 'none'}), and a classifier needs at least two",
+            "check recipe.data.label_field, add records of the other labels, or list them: recipe.labels=[...]",
+            where="recipe.labels",
+        )
+    by_case: dict[str, str] = {}
+    for label in labels:
+        twin = by_case.setdefault(label.casefold(), label)
+        if twin != label:
+            first = next(record["source"] for record in records if record["label"] == label)
+            raise FtkitError(
+                f"the training split has the labels {twin!r} and {label!r}, which differ only in case, and "
+                f"recipe.labels={AUTO} would make them two classes",
+                f"write them alike in the data, or list the labels to keep both: recipe.labels=[{twin},{label},...]",
+                where=first,
+            )
+    return labels
+
+
+def labels_override(labels: list[str]) -> str:
+    """recipe.labels=[...] as an override Hydra reads back as the same list: each label quoted, with its quotes,
+    backslashes and interpolation marks escaped."""
+
+    def quoted(label: str) -> str:
+        # Hydra's quoted strings: backslashes before a quote or at the end are doubled, the quote escaped
+        label = re.sub(r"(\\*)'", lambda match: match[1] * 2 + "\\'", label)
+        label = re.sub(r"(\\+)$", lambda match: match[1] * 2, label)
+        return "'" + label.replace("${", "\\${") + "'"
+
+    return "recipe.labels=[" + ",".join(quoted(label) for label in labels) + "]"
+
+
+def with_labels_read(cfg: DictConfig, recipe: Any, overrides: list[str]) -> list[str]:
+    """For recipe.labels=auto: cfg.recipe.labels set to the labels read from data, and the overrides a run keeps
+    (and eval, serve and export replay) saying them, so the run is loaded with its labels, not re-read."""
+    if cfg.recipe.get("labels") != AUTO:
+        return overrides
+    labels = list(recipe.labels)
+    with open_dict(cfg):
+        cfg.recipe.labels = labels
+    return [override for override in overrides if not is_key(override, "recipe.labels")] + [labels_override(labels)]
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> dict[str, Any]:

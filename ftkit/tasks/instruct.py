@@ -2,7 +2,9 @@
 greedy generation and text metrics (ROUGE-L, BLEU, perplexity of the reference).
 
 An instruction recipe (recipes/sft_instruct.py, recipes/report.py) subclasses `InstructTask`; its docstring lists
-what it supports and raises. The record formats live in ftkit.tasks.chat_formats.
+what it supports and raises. The record formats live in ftkit.tasks.chat_formats. Splits come through
+ftkit.data.splits.SplitReader: the files, or shares of one (recipe.data.split, recipe.data.folds), unstratified,
+made of whole conversations before the per-turn examples.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, ListConfig
 
+from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
 from ftkit.tasks.chat_formats import FORMATS, Message, alpaca_user_turn, assistant_turns, load_conversations
 from ftkit.tasks.readers import resolve_path
@@ -26,6 +29,11 @@ class InstructDataConfig:
     validation: Any = None
     test: Any = None
     max_train_examples: int | None = None  # records (conversations) read from train, before the per-turn split
+    # One file split here, as for the other tasks (ftkit.config.schema.DataConfig): fractions of train, or k-fold
+    split: list[float] | None = None
+    split_seed: int = 42
+    folds: int | None = None
+    fold: int | None = None
 
 
 @dataclass
@@ -74,8 +82,20 @@ class InstructTask:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
+        self.split_reader = SplitReader(cfg.data, self.read_file, self.stratum)
+
+    def stratum(self, record: dict[str, Any]) -> str:
+        """A split of one file is not stratified: free-text answers have no class to keep in proportion."""
+        return ""
 
     def load_split(self, split: str) -> list[dict[str, Any]] | None:
+        records = self.split_reader.read(split)
+        if records is None or split == "test":
+            return records  # the test split is scored on each record's final assistant turn
+        return [{**record, "messages": turn} for record in records for turn in assistant_turns(record["messages"])]
+
+    def read_file(self, split: str) -> list[dict[str, Any]] | None:
+        """Every conversation of the file(s) configured for split, interleaved in proportion; None when none is."""
         spec = self.cfg.data.get(split)
         if spec is None:
             return None
@@ -87,13 +107,7 @@ class InstructTask:
             fmt, conversations = load_conversations(path, self.cfg.format)
             log.info("%s: %d records, %s format", path, len(conversations), fmt)
             files.append([{"messages": messages, "source": where, "format": fmt} for where, messages in conversations])
-        records = interleave(files)
-        limit = self.cfg.data.get("max_train_examples")
-        if split == "train" and limit:
-            records = records[:limit]
-        if split == "test":
-            return records  # scored on each record's final assistant turn
-        return [{**record, "messages": turn} for record in records for turn in assistant_turns(record["messages"])]
+        return interleave(files)
 
     def conversation(self, record: dict[str, Any]) -> list[Message]:
         """The record's messages, with recipe.system_prompt as the first turn when set and the record has none."""

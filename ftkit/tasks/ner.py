@@ -1,7 +1,9 @@
 """What every NER recipe shares: BIO / span records, `Type: mention` answers, parsing, alignment, metrics, serving.
 
 A NER recipe (recipes/ner.py) subclasses `NerTask`; its docstring lists what the task supports and raises. The
-BIO mechanics (CoNLL reading, tags <-> spans, entity alignment, seqeval metrics) live in ftkit.tasks.bio.
+BIO mechanics (CoNLL reading, tags <-> spans, entity alignment, seqeval metrics) live in ftkit.tasks.bio. Splits
+come through ftkit.data.splits.SplitReader: the files, or shares of one file stratified by the sorted set of
+entity types each sentence holds (with recipe.entity_types=null, the types of the whole file).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig
 
 from ftkit.config.schema import DataConfig
+from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
 from ftkit.tasks.bio import (
     align_entities,
@@ -104,8 +107,13 @@ class NerTask:
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
         self.types: list[str] | None = list(cfg.entity_types) if cfg.entity_types is not None else None
-        self._splits: dict[str, list[dict[str, Any]]] = {}
+        self._splits: dict[str, list[dict[str, Any]] | None] = {}
         self._answer_budget: int | None = None
+        self.split_reader = SplitReader(cfg.data, self.read_file, self.stratum)
+
+    def stratum(self, record: dict[str, Any]) -> str:
+        """What a split of one file stratifies by: the entity types the sentence holds, sorted ("" for none)."""
+        return "|".join(sorted({entity["type"] for entity in record["entities"]}))
 
     def entity_types(self) -> list[str]:
         """The configured types, or those of the training data (read once) when recipe.entity_types is null."""
@@ -115,11 +123,16 @@ class NerTask:
         return self.types
 
     def load_split(self, split: str) -> list[dict[str, Any]] | None:
+        if split not in self._splits:
+            self._splits[split] = self.split_reader.read(split)
+        return self._splits[split]
+
+    def read_file(self, split: str) -> list[dict[str, Any]] | None:
+        """Every sentence of the file configured for split; the training file's gives the types when they are
+        inferred (recipe.entity_types=null)."""
         spec = self.cfg.data.get(split)
         if spec is None:
             return None
-        if split in self._splits:
-            return self._splits[split]
         path = _data_path(spec, f"recipe.data.{split}")
         types = self.types if self.types is not None or split == "train" else self.entity_types()
         records = self._read(path, types)
@@ -133,9 +146,7 @@ class NerTask:
                 )
             self.types = sorted(found)
             log.info("Entity types from the training data: %s", ", ".join(self.types))
-        limit = self.cfg.data.get("max_train_examples")
-        self._splits[split] = records[:limit] if split == "train" and limit else records
-        return self._splits[split]
+        return records
 
     def _read(self, path: Path, types: list[str] | None) -> list[dict[str, Any]]:
         fmt = self.cfg.data.format

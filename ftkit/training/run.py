@@ -24,16 +24,18 @@ from trl import SFTConfig
 from ftkit.commands.resume import step_of
 from ftkit.commands.sweep import in_sweep, sweep_group
 from ftkit.config.checks import check
+from ftkit.data.splits import load_splits, write_record
 from ftkit.errors import FtkitError
 from ftkit.launch.ranks import is_main_rank
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.reporting import tracking
 from ftkit.reporting.run_report import write_config, write_report
 from ftkit.run_dir import CHECKPOINT_PREFIX, RunDir
+from ftkit.tasks.classification import with_labels_read
 from ftkit.tasks.evaluation import evaluate
 from ftkit.training import patches
 from ftkit.training.callbacks import LogToFile, StopOnSignal, resume_command
-from ftkit.training.data_checks import check_lengths, check_splits
+from ftkit.training.data_checks import check_lengths
 from ftkit.training.models import (
     adapter_config,
     check_adapter_targets,
@@ -49,16 +51,21 @@ def main(cfg: DictConfig) -> None:
     # ---- data: the recipe reads and validates each split; ftkit.training.data_checks checks them together -----
     check(cfg)  # again: a launched rank, or a sweep job, starts here
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
-    data_findings: dict[str, Any] = {}  # what the data checks found and did, for metrics.json
-    splits = load_splits(recipe, cfg, data_findings)
-    log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
-
-    # ---- run directory: config.yaml and overrides.yaml, once the data is known to be sound ------------------
     run_dir = RunDir(HydraConfig.get().runtime.output_dir)
     main_rank = is_main_rank()  # under a multi-process launch only rank 0 writes into the run directory
     resume_from = Path(cfg.resume) if isinstance(cfg.resume, str) else None  # a checkpoint, by ftkit.commands.resume
+    data_findings: dict[str, Any] = {}  # what the data checks found and did, for metrics.json
+    # A resumed run trains on the records it started with: its splits.json is compared with the split made now.
+    recorded = (run_dir.saved_splits(), run_dir.splits_file) if resume_from is not None else (None, None)
+    splits = load_splits(recipe, cfg, data_findings, *recorded)
+    log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
+
+    # ---- run directory: splits.json, config.yaml and overrides.yaml, once the data is known to be sound ------
+    # recipe.labels=auto: the labels read from the training split go into the config and overrides kept
+    overrides = with_labels_read(cfg, recipe, list(HydraConfig.get().overrides.task))
     if main_rank and resume_from is None:  # a resumed run keeps the config.yaml it was started with
-        write_config(run_dir.path, cfg, list(HydraConfig.get().overrides.task))
+        write_record(recipe, run_dir.splits_file)  # before config.yaml, which marks the run as started
+        write_config(run_dir.path, cfg, overrides)
     if resume_from is not None:
         log.info("Resuming from %s (step %d)", resume_from, step_of(resume_from))
 
@@ -115,30 +122,6 @@ def main(cfg: DictConfig) -> None:
             run_dir.path, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history, validation
         )
         tracking.finish(cfg, tracker, run_dir.path, metrics, recipe.primary_metric)
-
-
-def load_splits(
-    recipe: Recipe, cfg: DictConfig, findings: dict[str, Any] | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """The recipe's splits, the test split capped at evaluate.max_examples, checked by data_checks.check_splits
-    (which fills findings, when given, with what it found: leakage counts and actions)."""
-    splits = {name: recipe.load_split(name) for name in ("train", "validation", "test")}
-    if splits["validation"] is None and cfg.trainer.get("eval_strategy", "no") != "no":
-        raise FtkitError(
-            f"trainer.eval_strategy={cfg.trainer.eval_strategy} needs a validation split, and none is set",
-            "set recipe.data.validation=<file>, or turn evaluation during training off: trainer.eval_strategy=no",
-            where="recipe.data.validation",
-        )
-    if splits["test"] is None:
-        raise FtkitError(
-            "no test split is set, so there is nothing to evaluate on",
-            "set recipe.data.test=<file>",
-            where="recipe.data.test",
-        )
-    limit = cfg.evaluate.max_examples
-    splits["test"] = splits["test"][:limit] if limit else splits["test"]
-    present = {name: records for name, records in splits.items() if records is not None}
-    return check_splits(recipe, cfg, present, findings)
 
 
 def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
