@@ -12,6 +12,7 @@ USAGE = """usage: ftkit <command> [hydra overrides and flags]
 
 commands:
   train    fine-tune a recipe's base model with LoRA, evaluate base vs fine-tuned, write a run directory
+  cv       k-fold cross-validation (folds=<k>): one train run per fold, cv.md with the mean +- sd of each metric
   eval     score a run's adapter (run=<run dir>) or the base model on a test split with the recipe's metrics
   predict  predictions as JSONL for JSONL records (input=<file>, or - for stdin; output=<file> or -)
   export   a run as a Hugging Face model folder: adapter merged into the base (merge=true) or alone (merge=false)
@@ -19,6 +20,7 @@ commands:
 
   ftkit <command> --help  that command's options and examples (train: config groups and the composed config)
   ftkit train --cfg job   print the composed config and stop
+  ftkit cv folds=5 recipe=sentiment recipe.labels=auto
   ftkit eval run=outputs/tickets/2026-11-22/10-00-00 recipe.data.test=more_tickets.jsonl
   echo '{"text": "pump P-3 seal leaking"}' | ftkit predict run=outputs/tickets/2026-11-22/10-00-00
   ftkit export run=outputs/tickets/2026-11-22/10-00-00 [out=<dir>] [merge=false]
@@ -27,6 +29,7 @@ commands:
 # Each command: the function that runs it, imported only when it is the one asked for.
 COMMANDS = {
     "train": "ftkit.commands.train:main",
+    "cv": "ftkit.commands.cv:cv_command",
     "eval": "ftkit.commands.evaluate:eval_command",
     "predict": "ftkit.commands.evaluate:predict_command",
     "export": "ftkit.commands.export:export_command",
@@ -53,7 +56,8 @@ def run_command(command: str, args: list[str]) -> None:
         )
     module_name, _, function = COMMANDS[command].partition(":")
     module = importlib.import_module(module_name)
-    # train (Hydra) and serve (argparse) answer --help themselves; eval, predict and export keep a USAGE beside them.
+    # train (Hydra) and serve (argparse) answer --help themselves; cv, eval, predict and export keep a USAGE beside
+    # them.
     usage = getattr(module, "USAGE", {}).get(command)
     if usage and any(arg in HELP_FLAGS for arg in args):
         print(usage, end="")

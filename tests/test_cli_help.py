@@ -11,6 +11,7 @@ from ftkit import cli
 # What each command's help must name: its options (or config groups, for train's Hydra help) and an example.
 NAMES = {
     "train": ["== Config groups", "launcher: ddp", "peft: dora, lora, none, qlora", "ftkit train --cfg job"],
+    "cv": ["usage: ftkit cv", "folds=<k>", "key=value", "hydra.run.dir=<dir>", "ftkit cv folds=5"],
     "eval": ["usage: ftkit eval", "run=<run dir>", "out=<dir>", "key=value", "ftkit eval run=outputs/"],
     "predict": ["usage: ftkit predict", "run=<run dir>", "input=<file>|-", "output=<file>|-", "| ftkit predict run="],
     "export": ["usage: ftkit export", "run=<run dir>", "out=<dir>", "merge=true|false", "ftkit export run=outputs/"],
@@ -20,6 +21,7 @@ NAMES = {
 # which composes the config it shows, so its words must compose: a value check() refuses, not an unknown group.)
 BESIDE = {
     "train": ["peft.r=4", "peft.dropout=1.5", "launcher=ddp", "launcher.num_processes=64"],
+    "cv": ["folds=1", "-m", "early_stopping.patience=2"],
     "eval": ["run=/no/such/run", "--no-such-flag", "peft.r=4"],
     "predict": ["input=/no/such.jsonl", "-x"],
     "export": ["merge=maybe", "out=/no/such/dir"],
@@ -62,7 +64,7 @@ def test_help_wins_over_the_other_words(command, capsys):
     assert NAMES[command][0] in out
 
 
-@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+@pytest.mark.parametrize("command", ["cv", "eval", "predict", "export"])
 def test_usage_names_every_option_the_command_parses(command, monkeypatch, capsys):
     """The usage and the parser agree: each option parse_command_options is given appears as name=."""
     seen = {}
