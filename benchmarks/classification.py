@@ -3,8 +3,8 @@
 It reads a labelled data set through a classification recipe (so fields, label maps and file:line errors are the
 recipe's own), draws a fixed stratified train/test subset (seeded; sizes are arguments), writes the two subsets as
 JSONL, runs `ftkit train` on them through the CLI (SmolLM2-135M unless --model-path says otherwise), reads the run's
-metrics.json, fits the TF-IDF baseline on the same train subset, scores it on the same test subset, and prints one
-markdown row (appended to --results when given):
+metrics.json, fits the TF-IDF baseline (ftkit.reporting.baselines, the one in every run's report) on the same train
+subset, scores it on the same test subset, and prints one markdown row (appended to --results when given):
 
   | dataset | model | train examples | test examples | training minutes | base accuracy | base macro-F1 |
   | fine-tuned accuracy | fine-tuned macro-F1 | TF-IDF accuracy | TF-IDF macro-F1 |
@@ -52,6 +52,7 @@ from ftkit.config.compose import compose
 from ftkit.config.overrides import rewrite_trainer_overrides
 from ftkit.errors import FtkitError, exit_on_user_error
 from ftkit.recipes import get_recipe_class
+from ftkit.reporting.baselines import tfidf_labels
 from ftkit.tasks.classification import classification_metrics
 
 COLUMNS = [
@@ -205,20 +206,8 @@ def write_subset(path: Path, records: list[dict[str, Any]], max_words: int | Non
 
 
 def tfidf_baseline(train: list[dict[str, str]], test: list[dict[str, str]], labels: list[str]) -> dict[str, Any]:
-    """Word 1-2 grams + character 3-5 grams, sublinear tf, LogisticRegression; fitted on train, scored on test."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline, make_union
-
-    model = make_pipeline(
-        make_union(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True),
-        ),
-        LogisticRegression(max_iter=2000),
-    )
-    model.fit([r["text"] for r in train], [r["label"] for r in train])
-    predictions = [str(label) for label in model.predict([r["text"] for r in test])]
+    """ftkit's own tfidf baseline (the one in every run's report), fitted on train, scored on test."""
+    predictions = tfidf_labels(train, test, labels, seed=0)
     return classification_metrics([r["label"] for r in test], predictions, labels)
 
 

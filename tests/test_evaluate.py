@@ -33,8 +33,12 @@ def test_eval_reproduces_the_runs_finetuned_metrics(run_ftkit, trained_run, tmp_
     out = tmp_path / "eval-out"
     result = run_ftkit("eval", f"run={trained_run}", f"out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    trained = json.loads((trained_run / "metrics.json").read_text())["finetuned"]
+    trained_metrics = json.loads((trained_run / "metrics.json").read_text())
+    trained = trained_metrics["finetuned"]
     evaluated = json.loads((out / "metrics.json").read_text())
+    # the same predictions, resamples and seed: the run's intervals
+    intervals = trained_metrics["uncertainty"]["intervals"]["finetuned"]
+    assert evaluated["uncertainty"]["intervals"] == {"finetuned": intervals}
     # The run's overrides (tiny model, 24 test examples) were replayed, and its adapter loaded.
     assert evaluated["metrics"]["examples"] == 24
     assert evaluated["metrics"]["accuracy"] == pytest.approx(trained["accuracy"])

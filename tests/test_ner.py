@@ -41,6 +41,12 @@ def test_train_ner_end_to_end(run_ftkit, tiny_model, tmp_path):
         recipe = get_recipe_class("ner")(compose(["recipe=ner"]).recipe)
         assert recipe.score(predictions, recipe.load_split("test")[:24]) == scores
     assert metrics["train"]["global_step"] == 6
+    # Entity intervals for both models and the paired bootstrap; no baselines for NER.
+    assert metrics["baselines"] == {}
+    uncertainty = metrics["uncertainty"]
+    assert set(uncertainty["intervals"]) == {"finetuned", "base"}
+    assert set(uncertainty["intervals"]["finetuned"]) == {"micro_precision", "micro_recall", "micro_f1"}
+    assert uncertainty["paired_tests"]["base"]["test"] == "paired bootstrap of entity F1, 1000 resamples"
     assert "| Disease |" in (run_dir / "report.md").read_text()
     assert "answers unparseable" in (run_dir / "train.log").read_text()
     assert "| micro_f1" in result.stdout

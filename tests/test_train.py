@@ -34,6 +34,8 @@ def test_train_evaluate_and_reload(run_ftkit, tiny_model, tmp_path):
         "adapter/tokenizer_config.json",
         "predictions/base.jsonl",
         "predictions/finetuned.jsonl",
+        "predictions/majority.jsonl",
+        "predictions/tfidf.jsonl",
     ):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -42,6 +44,17 @@ def test_train_evaluate_and_reload(run_ftkit, tiny_model, tmp_path):
         assert 0 <= metrics[which]["accuracy"] <= 1 and 0 <= metrics[which]["macro_f1"] <= 1
         assert sum(map(sum, metrics[which]["confusion_matrix"]["matrix"])) == 24
         assert set(metrics[which]["per_class"]) == set(metrics[which]["confusion_matrix"]["labels"])
+    # The default baselines and intervals (tests/test_baselines.py and test_statistics.py check their values).
+    assert set(metrics["baselines"]) == {"majority", "tfidf"}
+    assert all(scores["examples"] == 24 for scores in metrics["baselines"].values())
+    uncertainty = metrics["uncertainty"]
+    assert uncertainty["samples"] == 1000 and uncertainty["examples"] == 24
+    assert set(uncertainty["intervals"]) == {"finetuned", "base", "majority", "tfidf"}
+    assert set(uncertainty["paired_tests"]) == {"base", "majority", "tfidf"}
+    report = (run_dir / "report.md").read_text()
+    assert "| metric" in report and "| majority" in report and "McNemar" in report
+    assert "One test example moves accuracy by 4.2 points (24 test examples)." in report
+    assert "One test example moves accuracy by 4.2 points" in result.stdout
     train = metrics["train"]
     assert train["global_step"] == 6 and train["train_tokens"] > 0 and train["tokens_per_second"] > 0
     assert "step 6" in (run_dir / "train.log").read_text()

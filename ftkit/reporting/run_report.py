@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,40 @@ def write_report(
     train_stats: dict[str, Any],
     log_history: list[dict[str, Any]],
     validation: dict[str, Any] | None = None,
+    baselines: dict[str, dict[str, Any]] | None = None,
+    test: list[dict[str, Any]] | None = None,
+    seed: int = 42,
 ) -> dict[str, Any]:
-    """Write metrics.json, predictions, plots and report.md; return the metrics written."""
+    """Write metrics.json, predictions, plots and report.md; return the metrics written.
+
+    baselines: ftkit.reporting.baselines.run_baselines's results; test: the test records every result scored, for
+    the bootstrap intervals and paired tests (evaluate.bootstrap_samples resamples, seeded with seed).
+    """
+    baselines = baselines or {}
+    started = time.perf_counter()
+    systems = {"finetuned": finetuned, **({"base": base} if base else {}), **baselines}
+    uncertainty = uncertainty_of(recipe, test, systems, cfg.evaluate.bootstrap_samples, seed)
+    if uncertainty is not None:
+        uncertainty["seconds"] = time.perf_counter() - started
     metrics = {
         "base": base["metrics"] if base else None,
         "finetuned": finetuned["metrics"],
+        # classification only: trained on the training split, scored on the test split like the models
+        "baselines": {name: result["metrics"] for name, result in baselines.items()},
         "validation": validation["metrics"] if validation else None,  # fine-tuned model; scored in sweeps
         "train": train_stats,
         "primary_metric": recipe.primary_metric,
         "greater_is_better": recipe.greater_is_better,
-        "evaluation_seconds": {"base": base["seconds"] if base else None, "finetuned": finetuned["seconds"]},
+        "evaluation_seconds": {
+            "base": base["seconds"] if base else None,
+            "finetuned": finetuned["seconds"],
+            **{name: result["seconds"] for name, result in baselines.items()},  # fitting and predicting
+        },
+        "uncertainty": uncertainty,  # intervals and paired tests on the test split; None with bootstrap_samples=0
     }
     run = RunDir(run_dir)
     run.log_history_file.write_text(json.dumps(log_history, indent=1) + "\n")
-    _write_predictions(run_dir, recipe, base, finetuned)
+    _write_predictions(run_dir, {"base": base, "finetuned": finetuned, **baselines})
     plots = _plot_loss(run_dir, log_history)
     if "confusion_matrix" in finetuned["metrics"]:
         plots += _plot_confusion(run_dir, base, finetuned)
@@ -62,14 +83,38 @@ def write_report(
     run.report_file.write_text(_markdown(cfg, metrics, table, plots, run_dir))
     run.metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")  # last: its presence marks the run finished
     # One log record: Hydra's logging sends it to the console and to train.log alike.
-    log.info("Summary\n%s\nRun directory: %s", table, run_dir)
+    sentences = "".join(f"\n- {line}" for line in uncertainty_sentences(metrics))
+    log.info("Summary\n%s%s\nRun directory: %s", table, sentences, run_dir)
     return metrics
 
 
-def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned: dict) -> None:
+def uncertainty_of(
+    recipe: Any, test: list[dict[str, Any]] | None, systems: dict[str, dict[str, Any]], samples: int, seed: int
+) -> dict[str, Any] | None:
+    """Intervals of each system's scores on the test records and the first system's paired tests against the
+    others (systems: name -> evaluation result; ftkit train puts the fine-tuned model first, ftkit eval has one);
+    None without resamples, test records, or a per-example form of the recipe's metrics (instruct, multitask)."""
+    from ftkit.reporting import statistics
+    from ftkit.tasks.classification import ClassificationTask
+    from ftkit.tasks.ner import NerTask
+
+    if not samples or not test:
+        return None
+    if isinstance(recipe, ClassificationTask):
+        predicted = {name: [p["label"] for p in result["predictions"]] for name, result in systems.items()}
+        return statistics.classification_uncertainty(
+            [r["label"] for r in test], predicted, recipe.labels, samples, seed
+        )
+    if isinstance(recipe, NerTask):
+        counts = {name: recipe.entity_counts(result["predictions"], test) for name, result in systems.items()}
+        return statistics.entity_uncertainty(counts, samples, seed)
+    return None
+
+
+def _write_predictions(run_dir: Path, results: dict[str, dict[str, Any] | None]) -> None:
     folder = RunDir(run_dir).predictions_dir
     folder.mkdir(exist_ok=True)
-    for name, result in (("base", base), ("finetuned", finetuned)):
+    for name, result in results.items():
         if result is not None:
             with (folder / f"{name}.jsonl").open("w") as out:
                 for prediction in result["predictions"]:
@@ -77,8 +122,9 @@ def _write_predictions(run_dir: Path, recipe: Any, base: dict | None, finetuned:
 
 
 def summary_table(metrics: dict[str, Any], primary: str) -> str:
-    """Base vs fine-tuned headline metrics and the training cost, as a Markdown table."""
+    """Baselines, base and fine-tuned headline metrics and the training cost, as a Markdown table."""
     tuned, base, train = metrics["finetuned"], metrics["base"] or {}, metrics["train"]
+    baselines = metrics.get("baselines") or {}  # runs before baselines existed have none
     # Multitask runs also put each task's primary metric at the top level as "<task>/<metric>".
     per_task = [k for k in tuned if "/" in k and isinstance(tuned[k], (int, float))]
     common = [k for k in ("macro_f1", "micro_f1", "rouge_l", "bleu", "perplexity") if k in tuned and k != primary]
@@ -87,19 +133,131 @@ def summary_table(metrics: dict[str, Any], primary: str) -> str:
     def cell(value: Any, fmt: str = ".4f") -> str:
         return "-" if value is None else format(value, fmt)
 
-    rows = [("metric", "base", "fine-tuned"), ("---", "---", "---")]
-    rows += [(name, cell(base.get(name)), cell(tuned.get(name))) for name in headline]
+    blank = [""] * (len(baselines) + 1)  # the training rows have a value for the fine-tuned model only
+    rows = [("metric", *baselines, "base", "fine-tuned"), ("---",) * (len(baselines) + 3)]
     rows += [
-        ("training minutes", "", cell(train["train_minutes"], ".2f")),
-        ("training tokens/s", "", cell(train["tokens_per_second"], ".1f")),
-        ("peak memory (RSS, MB)", "", cell(train["peak_rss_mb"], ".0f")),
+        (name, *(cell(scores.get(name)) for scores in baselines.values()), cell(base.get(name)), cell(tuned.get(name)))
+        for name in headline
+    ]
+    rows += [
+        ("training minutes", *blank, cell(train["train_minutes"], ".2f")),
+        ("training tokens/s", *blank, cell(train["tokens_per_second"], ".1f")),
+        ("peak memory (RSS, MB)", *blank, cell(train["peak_rss_mb"], ".0f")),
         # parameters + buffers of the trained model, adapter included (4-bit weights count packed); older runs lack it
-        ("model weights (MB)", "", cell(train.get("weights_mb"), ".1f")),
+        ("model weights (MB)", *blank, cell(train.get("weights_mb"), ".1f")),
     ]
     if "peak_gpu_mb" in train:
-        rows.append(("peak GPU memory (MB)", "", cell(train["peak_gpu_mb"], ".0f")))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows.append(("peak GPU memory (MB)", *blank, cell(train["peak_gpu_mb"], ".0f")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows)
+
+
+def _display(system: str) -> str:
+    return "fine-tuned" if system == "finetuned" else system
+
+
+def _scores(metrics: dict[str, Any], system: str) -> dict[str, Any]:
+    """A system's test metrics: the fine-tuned or base model's, or a baseline's."""
+    if system in ("finetuned", "base"):
+        return metrics[system] or {}
+    return metrics["baselines"][system]
+
+
+def _span(interval: list[float]) -> str:
+    return f"{interval[0]:.3f} to {interval[1]:.3f}"
+
+
+def uncertainty_sentences(metrics: dict[str, Any]) -> list[str]:
+    """What the intervals and paired tests say, in plain sentences (report.md and the console summary)."""
+    from ftkit.reporting.statistics import ALPHA, WIDE
+
+    uncertainty = metrics.get("uncertainty")
+    if not uncertainty:
+        return []
+    n = uncertainty["examples"]
+    lines = []
+    if "accuracy" in uncertainty["points_per_example"]:
+        lines.append(
+            f"One test example moves accuracy by {uncertainty['points_per_example']['accuracy']:.1f} points "
+            f"({n} test examples)."
+        )
+    elif "micro_recall" in uncertainty["points_per_example"]:
+        lines.append(
+            f"One gold entity moves entity recall by {uncertainty['points_per_example']['micro_recall']:.1f} points "
+            f"({uncertainty['gold_entities']} gold entities in {n} test sentences)."
+        )
+    for name, interval in uncertainty["intervals"]["finetuned"].items():
+        width, value = interval[1] - interval[0], metrics["finetuned"][name]
+        if width >= WIDE:
+            lines.append(
+                f"Fine-tuned {name} {value:.4f} (95% interval {_span(interval)}) is uncertain: the interval is wide, "
+                f"{100 * width:.1f} points; this test split cannot pin the score down more closely."
+            )
+        else:
+            lines.append(f"Fine-tuned {name} {value:.4f} (95% interval {_span(interval)}, {100 * width:.1f} points).")
+    for other, result in uncertainty["paired_tests"].items():
+        if "difference" in result:
+            detail = f"entity F1 difference {result['difference']:+.4f} (95% interval {_span(result['interval'])})"
+            finetuned_ahead = result["difference"] > 0
+        else:
+            detail = (
+                f"{result['only_this_correct']} test examples only the fine-tuned model gets right, "
+                f"{result['only_other_correct']} only {other}"
+            )
+            finetuned_ahead = result["only_this_correct"] > result["only_other_correct"]
+        verdict = (
+            f"significant at {ALPHA:.2f}, in favour of {'the fine-tuned model' if finetuned_ahead else other}"
+            if result["significant"]
+            else f"not significant at {ALPHA:.2f}; this test split cannot tell the two apart"
+        )
+        lines.append(f"Fine-tuned vs {other}: {detail} ({result['test']}), p = {result['p_value']:.3g}: {verdict}.")
+    return lines
+
+
+def _uncertainty_markdown(metrics: dict[str, Any]) -> list[str]:
+    """The report's section on the intervals and the paired tests."""
+    uncertainty = metrics.get("uncertainty")
+    if not uncertainty:
+        return []
+    intervals = uncertainty["intervals"]
+    names = list(intervals["finetuned"])
+    lines = [
+        "## How sure these scores are (test split)",
+        "",
+        f"{uncertainty['method']}.",
+        "",
+        "| system | " + " | ".join(f"{name} | 95% interval" for name in names) + " |",
+        "| --- |" + " --- | --- |" * len(names),
+    ]
+    for system, by_metric in intervals.items():
+        scores = _scores(metrics, system)
+        cells = [f"{scores[name]:.4f} | {_span(by_metric[name])}" for name in names]
+        lines.append(f"| {_display(system)} | " + " | ".join(cells) + " |")
+    tests = uncertainty["paired_tests"]
+    if tests:
+        lines.append("")
+        if any("difference" in result for result in tests.values()):
+            lines += [
+                "| fine-tuned vs | test | F1 difference | 95% interval | p | significant at 0.05 |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {other} | {r['test']} | {r['difference']:+.4f} | {_span(r['interval'])} | {r['p_value']:.3g} | "
+                f"{'yes' if r['significant'] else 'no'} |"
+                for other, r in tests.items()
+            ]
+        else:
+            lines += [
+                "| fine-tuned vs | test | only fine-tuned right | only the other right | p | significant at 0.05 |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {other} | {r['test']} | {r['only_this_correct']} | {r['only_other_correct']} | "
+                f"{r['p_value']:.3g} | {'yes' if r['significant'] else 'no'} |"
+                for other, r in tests.items()
+            ]
+    lines += ["", *(f"- {line}" for line in uncertainty_sentences(metrics)), ""]
+    return lines
 
 
 def _plot_loss(run_dir: Path, log_history: list[dict[str, Any]]) -> list[str]:
@@ -190,6 +348,7 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
                     shown = "-" if base_value is None else f"{base_value:.4f}"
                     lines.append(f"| {task} | {name} | {shown} | {value:.4f} |")
         lines.append("")
+    lines += _uncertainty_markdown(metrics)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += [
         "## Files",
@@ -198,8 +357,9 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
         if cfg.peft.method == "none"
         else f"- `{ADAPTER}/`: {cfg.peft.method} adapter and tokenizer "
         f"(`PeftModel.from_pretrained(base, '{ADAPTER}')`)",
-        f"- `{METRICS}`: base and fine-tuned metrics, training statistics",
-        f"- `{PREDICTIONS}/`: per-example predictions of the base and fine-tuned models on the test split",
+        f"- `{METRICS}`: base, fine-tuned and baseline metrics, their intervals and paired tests, training statistics",
+        f"- `{PREDICTIONS}/`: per-example predictions of the base and fine-tuned models (and of the baselines) on the "
+        "test split",
         f"- `{LOG_HISTORY}`, `{log_file_name(0)}`: the training log; `{CHECKPOINTS}/`: Trainer checkpoints",
         "",
     ]

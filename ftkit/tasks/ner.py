@@ -291,6 +291,20 @@ class NerTask:
         )
         return metrics
 
+    def entity_counts(self, predictions: list[dict], records: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+        """Per sentence (true positives, false positives, false negatives) of exact-match entities, aligned and
+        matched as score() does, so their sums give its micro precision, recall and F1 (for the bootstrap)."""
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        counts = []
+        for prediction, record in zip(predictions, records, strict=True):
+            found = [(e["text"], e["type"]) for e in prediction["entities"]]
+            spans, _ = align_entities(found, record["tokens"])
+            predicted = set(get_entities(spans_to_tags(len(record["tokens"]), spans)))
+            gold = set(get_entities(list(record["tags"])))
+            counts.append((len(gold & predicted), len(predicted - gold), len(gold - predicted)))
+        return counts
+
 
 def _formats(template: str, optional: bool = False, **fields: str) -> bool:
     """Whether template formats with exactly these placeholders (each required unless optional)."""

@@ -29,6 +29,7 @@ from ftkit.errors import FtkitError
 from ftkit.launch.ranks import is_main_rank
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.reporting import tracking
+from ftkit.reporting.baselines import run_baselines
 from ftkit.reporting.run_report import write_config, write_report
 from ftkit.run_dir import CHECKPOINT_PREFIX, RunDir
 from ftkit.tasks.classification import with_labels_read
@@ -77,6 +78,11 @@ def main(cfg: DictConfig) -> None:
     with whole_model_on_each_rank(args):
         model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
     splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
+    # Baselines (classification) learn from the training split as read and checked, before any balancing or
+    # augmentation: the plain data a simple model would get. Seconds, on the rank that writes the report.
+    baselines = {}
+    if main_rank:
+        baselines = run_baselines(recipe, list(cfg.evaluate.baselines), splits["train"], splits["test"], args.seed)
 
     # ---- the base model's score, for the before/after comparison ----------------------------------------------
     batch_size = cfg.evaluate.batch_size
@@ -119,7 +125,17 @@ def main(cfg: DictConfig) -> None:
     # ---- report: metrics.json (last), predictions, plots, report.md; the tracker's summary -------------------
     if main_rank:
         metrics = write_report(
-            run_dir.path, cfg, recipe, base, finetuned, train_stats, trainer.state.log_history, validation
+            run_dir.path,
+            cfg,
+            recipe,
+            base,
+            finetuned,
+            train_stats,
+            trainer.state.log_history,
+            validation,
+            baselines=baselines,
+            test=splits["test"],
+            seed=args.seed,
         )
         tracking.finish(cfg, tracker, run_dir.path, metrics, recipe.primary_metric)
 
