@@ -6,6 +6,7 @@
     adapter/ | model/    the trained weights (LoRA ...) | the whole model (peft=none)
     metrics.json         written last: its presence is what makes a run finished
     report.md, plots/, predictions/, log_history.json, train.log (+ train.rank<N>.log), checkpoints/,
+    augmented.jsonl (data.augment's new training records),
     splits.json (what went where when recipe.data.split or folds split one file: ftkit.data.splits),
     deepspeed.json, launch.sbatch, slurm-<job>.out, eval/<stamp>/ (ftkit eval), result.json (a sweep job's outcome)
 
@@ -35,6 +36,7 @@ REPORT = "report.md"
 PLOTS = "plots"
 PREDICTIONS = "predictions"
 LOG_HISTORY = "log_history.json"
+AUGMENTED = "augmented.jsonl"  # the training records data.augment made, one JSON object per line
 SPLITS = "splits.json"  # which records went to which split, when one file was split (ftkit.data.splits)
 CV_RESULTS, CV_REPORT = "cv.json", "cv.md"  # ftkit cv's results, in the cross-validation directory
 CV_FOLD = "fold-{}"  # ftkit cv: each fold's run directory, by fold number
@@ -200,6 +202,10 @@ class RunDir:
     @property
     def log_history_file(self) -> Path:
         return self.path / LOG_HISTORY
+
+    @property
+    def augmented_file(self) -> Path:
+        return self.path / AUGMENTED
 
     @property
     def splits_file(self) -> Path:

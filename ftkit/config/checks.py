@@ -301,6 +301,22 @@ def _check_data_preparation(cfg: DictConfig) -> None:
             "set data.augment=eda, or data.synonyms=null",
             where="data.synonyms",
         )
+    if cfg.data.balance == "class_weights":  # ftkit.training.trainer weighs the plain token cross-entropy
+        trainer = cfg.trainer
+        clashes = {
+            "trainer.packing": ("packs examples into rows without their weights", trainer.get("packing", False)),
+            "trainer.label_smoothing_factor": ("changes the loss", trainer.get("label_smoothing_factor", 0)),
+            "trainer.loss_type": ("changes the loss", trainer.get("loss_type", "nll") != "nll"),
+        }
+        for key, (why, clash) in clashes.items():
+            if clash:
+                value = OmegaConf.select(cfg, key)
+                raise FtkitError(
+                    f"data.balance=class_weights weighs each example's token cross-entropy, and "
+                    f"{key}={str(value).lower() if isinstance(value, bool) else value} {why}",
+                    f"drop {key} (back to its default), or balance by repeating records: data.balance=oversample",
+                    where="data.balance",
+                )
     if cfg.data.balance != "none" or cfg.data.augment != "none":
         from ftkit.recipes import get_recipe_class
         from ftkit.tasks.classification import ClassificationTask

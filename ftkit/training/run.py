@@ -8,6 +8,7 @@ each step is a plain function here or in the module named beside it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import resource
 import signal
@@ -24,6 +25,8 @@ from trl import SFTConfig
 from ftkit.commands.resume import step_of
 from ftkit.commands.sweep import in_sweep, sweep_group
 from ftkit.config.checks import check
+from ftkit.data.augment import augment, read_synonyms
+from ftkit.data.balance import balance
 from ftkit.data.splits import load_splits, write_record
 from ftkit.errors import FtkitError
 from ftkit.launch.ranks import is_main_rank
@@ -43,7 +46,7 @@ from ftkit.training.models import (
     load_model_and_tokenizer,
     whole_model_on_each_rank,
 )
-from ftkit.training.trainer import FtkitSFTTrainer
+from ftkit.training.trainer import LOSS_WEIGHT, FtkitSFTTrainer
 
 log = logging.getLogger("ftkit")
 
@@ -60,6 +63,8 @@ def main(cfg: DictConfig) -> None:
     recorded = (run_dir.saved_splits(), run_dir.splits_file) if resume_from is not None else (None, None)
     splits = load_splits(recipe, cfg, data_findings, *recorded)
     log.info("Data: %s", ", ".join(f"{name} {len(records)}" for name, records in splits.items()))
+    # read with the data, so a bad synonyms file is refused before the model loads
+    synonyms = read_synonyms(cfg.data.synonyms) if cfg.data.augment == "eda" and cfg.data.synonyms else None
 
     # ---- run directory: splits.json, config.yaml and overrides.yaml, once the data is known to be sound ------
     # recipe.labels=auto: the labels read from the training split go into the config and overrides kept
@@ -84,6 +89,10 @@ def main(cfg: DictConfig) -> None:
     if main_rank:
         baselines = run_baselines(recipe, list(cfg.evaluate.baselines), splits["train"], splits["test"], args.seed)
 
+    # ---- data preparation: augmentation, then balancing, of the training split only (ftkit.data) --------------
+    write_augmented = main_rank and resume_from is None  # a resumed run makes the same records again
+    preparation = prepare_training_split(cfg, recipe, splits, model, tokenizer, synonyms, run_dir, write_augmented)
+
     # ---- the base model's score, for the before/after comparison ----------------------------------------------
     batch_size = cfg.evaluate.batch_size
     base = None
@@ -93,13 +102,15 @@ def main(cfg: DictConfig) -> None:
     # ---- trainer: TRL's SFTTrainer + ftkit's additions (ftkit.training.trainer), patches, tracking ------------
     tracker = tracking.start(cfg, run_dir.path, sweep_group()) if main_rank else None  # Trainer's callback logs into it
     stop_on_signal = StopOnSignal()  # SIGINT / SIGTERM: checkpoint, then exit 130 / 143
-    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, stop_on_signal)
+    class_weights = preparation.get("balance", {}).get("class_weights")
+    trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, stop_on_signal, class_weights)
     patches.install(trainer)
 
     # ---- train ----------------------------------------------------------------------------------------------
     train_stats = train(trainer, resume_from)
     # run_report writes train_stats into metrics.json: the leakage counts travel there as "train.data_checks"
     train_stats["data_checks"] = data_findings
+    train_stats["data_preparation"] = preparation  # data.augment and data.balance: counts, weights, seconds
     if stop_on_signal.signum is not None:
         exit_after_signal(trainer, stop_on_signal.signum, tracker)
     log_rank_summary(trainer, train_stats)
@@ -138,6 +149,45 @@ def main(cfg: DictConfig) -> None:
             seed=args.seed,
         )
         tracking.finish(cfg, tracker, run_dir.path, metrics, recipe.primary_metric)
+
+
+def prepare_training_split(
+    cfg: DictConfig,
+    recipe: Recipe,
+    splits: dict[str, list[dict[str, Any]]],
+    model: Any,
+    tokenizer: Any,
+    synonyms: dict[str, list[str]] | None,
+    run_dir: RunDir,
+    write: bool,
+) -> dict[str, Any]:
+    """data.augment, then data.balance, on splits["train"] (replaced; validation and test are only read, so that no
+    new record repeats one of their inputs): what was done, for metrics.json. Augmenting first lets balancing count
+    the records trained on; the new records are listed in RunDir.augmented_file when `write`."""
+    findings: dict[str, Any] = {}
+    if cfg.data.augment != "none":
+        added, findings["augment"] = augment(recipe, cfg, splits, model, tokenizer, synonyms)
+        log.info(
+            "Augmentation (data.augment=%s): %d new training records of %d asked for, in %.1f s",
+            cfg.data.augment,
+            len(added),
+            findings["augment"]["requested"],
+            findings["augment"]["seconds"],
+        )
+        splits["train"] = splits["train"] + added
+        if write:
+            with run_dir.augmented_file.open("w", encoding="utf-8") as listing:
+                listing.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in added)
+    if cfg.data.balance != "none":
+        splits["train"], findings["balance"] = balance(splits["train"], cfg.data.balance, cfg.data.seed)
+        log.info(
+            "Balancing (data.balance=%s): training records per class %s -> %s%s",
+            cfg.data.balance,
+            findings["balance"]["counts_before"],
+            findings["balance"]["counts_after"],
+            f"; class weights {findings['balance']['class_weights']}" if "class_weights" in findings["balance"] else "",
+        )
+    return findings
 
 
 def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
@@ -192,8 +242,15 @@ def build_trainer(
     tokenizer: Any,
     splits: dict[str, list],
     stop_on_signal: StopOnSignal,
+    class_weights: dict[str, float] | None = None,
 ) -> FtkitSFTTrainer:
+    """The trainer; with class_weights (label -> weight) each training example carries its class's loss weight."""
     validation = splits.get("validation")
+
+    def training_example(record: dict[str, Any]) -> dict[str, Any]:
+        example = recipe.to_example(record)
+        return {**example, LOSS_WEIGHT: class_weights[record["label"]]} if class_weights else example
+
     callbacks = [LogToFile(), stop_on_signal]
 
     def score_validation(model: Any) -> dict[str, Any]:
@@ -204,7 +261,7 @@ def build_trainer(
     trainer = FtkitSFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list([recipe.to_example(r) for r in splits["train"]]),
+        train_dataset=Dataset.from_list([training_example(r) for r in splits["train"]]),
         eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
         processing_class=tokenizer,
         peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
