@@ -12,7 +12,7 @@ USAGE = """usage: ftkit <command> [hydra overrides and flags]
 
 commands:
   train    fine-tune a recipe's base model with LoRA, evaluate base vs fine-tuned, write a run directory
-  cv       k-fold cross-validation (folds=<k>): one train run per fold, cv.md with the mean +- sd of each metric
+  cv       k-fold cross-validation (folds=<k>): one train run per fold, then each metric's mean +- sd
   eval     score a run's adapter (run=<run dir>) or the base model on a test split with the recipe's metrics
   predict  predictions as JSONL for JSONL records (input=<file>, or - for stdin; output=<file> or -)
   export   a run as a Hugging Face model folder: adapter merged into the base (merge=true) or alone (merge=false)

@@ -27,6 +27,10 @@ RUN_DIR_NAMES = (
     "checkpoint-",
     "train.log",
     "train.rank",
+    "splits.json",
+    "augmented.jsonl",
+    "cv.json",
+    "cv.md",
 )
 
 

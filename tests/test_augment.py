@@ -253,3 +253,6 @@ def test_ftkit_train_with_eda(run_ftkit, tiny_model, tmp_path):
     assert len(listed) == augmented["added"] and all(r["source"].endswith(" (eda)") for r in listed)
     assert metrics["finetuned"]["examples"] == 24  # the test split as capped, not augmented
     assert metrics["train"]["global_step"] == -(-(48 + augmented["added"]) // 8)
+    report = (run_dir / "report.md").read_text()
+    assert f"- data.augment=eda (factor 0.5): {augmented['added']} new training records of 24 asked for" in report
+    assert "`augmented.jsonl`" in report

@@ -289,3 +289,27 @@ def test_ftkit_train_with_class_weights(run_ftkit, tiny_model, tmp_path):
     assert balanced["class_weights"] == pytest.approx(expected)
     assert train["global_step"] == 6 and train["train_loss"] > 0
     assert "class weights" in (run_dir / "train.log").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert "## Training data" in report and "- data.balance=class_weights: records per class" in report
+
+
+def test_the_dry_run_states_what_balancing_and_augmentation_will_do(tmp_path):
+    from ftkit.commands.dry_run import training_split_plan
+
+    records = [{"text": f"t{i}", "label": "a" if i < 6 else "b", "source": f"f:{i}"} for i in range(8)]
+    cfg = compose(["data.balance=oversample"])
+    assert training_split_plan(cfg, records) == [
+        "Balancing (data.balance=oversample): training records per class {'a': 6, 'b': 2}; after: {'a': 6, 'b': 6}"
+    ]
+    weighted = training_split_plan(compose(["data.balance=class_weights"]), records)[0]
+    assert "the loss weighted by class {'a': 0.667, 'b': 2.0}" in weighted
+    synonyms = tmp_path / "synonyms.txt"
+    synonyms.write_text("pump, impeller\n")
+    plan = training_split_plan(
+        compose(["data.augment=eda", f"data.synonyms={synonyms}", "data.augment_factor=0.5"]), records
+    )
+    assert plan[0] == f"Synonyms: 2 words with synonyms in {synonyms}"
+    assert "about 4; validation and test untouched" in plan[1]
+    synonyms.write_text("pump\n")  # a group of one word: the file is read, and refused, before any model loads
+    with pytest.raises(FtkitError, match="synonyms"):
+        training_split_plan(compose(["data.augment=eda", f"data.synonyms={synonyms}"]), records)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ftkit.run_dir import (
     ADAPTER,
+    AUGMENTED,
     CHECKPOINTS,
     CONFIG,
     LOG_HISTORY,
@@ -19,6 +20,7 @@ from ftkit.run_dir import (
     MODEL,
     OVERRIDES,
     PREDICTIONS,
+    SPLITS,
     RunDir,
     log_file_name,
 )
@@ -348,6 +350,7 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
                     shown = "-" if base_value is None else f"{base_value:.4f}"
                     lines.append(f"| {task} | {name} | {shown} | {value:.4f} |")
         lines.append("")
+    lines += _training_data_markdown(cfg, metrics)
     lines += _uncertainty_markdown(metrics)
     lines += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
     lines += [
@@ -361,6 +364,37 @@ def _markdown(cfg: DictConfig, metrics: dict, table: str, plots: list[str], run_
         f"- `{PREDICTIONS}/`: per-example predictions of the base and fine-tuned models (and of the baselines) on the "
         "test split",
         f"- `{LOG_HISTORY}`, `{log_file_name(0)}`: the training log; `{CHECKPOINTS}/`: Trainer checkpoints",
-        "",
     ]
-    return "\n".join(lines)
+    if (run_dir / SPLITS).is_file():
+        lines.append(f"- `{SPLITS}`: which records (file:line) went to which split, with a hash of each")
+    if (run_dir / AUGMENTED).is_file():
+        lines.append(f"- `{AUGMENTED}`: the training records data.augment made, each marked with its original")
+    return "\n".join([*lines, ""])
+
+
+def _training_data_markdown(cfg: DictConfig, metrics: dict[str, Any]) -> list[str]:
+    """How the splits were made and what data.augment / data.balance did to the training split, when anything."""
+    from ftkit.data.splits import describe_split
+
+    data = cfg.recipe.get("data")
+    how = describe_split(data) if data is not None else None
+    preparation = (metrics.get("train") or {}).get("data_preparation") or {}
+    lines = [f"- Splits: {how}."] if how else []
+    augment = preparation.get("augment")
+    if augment:
+        lines.append(
+            f"- data.augment={augment['method']} (factor {augment['factor']:g}): {augment['added']} new training "
+            f"records of {augment['requested']} asked for, in {augment['seconds']:.1f} s (validation and test "
+            "untouched)."
+        )
+    balance = preparation.get("balance")
+    if balance:
+        weights = balance.get("class_weights")
+        done = (
+            "loss weights " + ", ".join(f"{label} {weight:.3f}" for label, weight in weights.items())
+            if weights
+            else "records per class afterwards " + ", ".join(f"{k} {v}" for k, v in balance["counts_after"].items())
+        )
+        before = ", ".join(f"{label} {count}" for label, count in balance["counts_before"].items())
+        lines.append(f"- data.balance={balance['method']}: records per class {before}; {done}.")
+    return ["## Training data", "", *lines, ""] if lines else []
