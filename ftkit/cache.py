@@ -5,6 +5,7 @@ Light on purpose (no torch): the config checks ask whether it is usable before a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -31,3 +32,12 @@ def check_cache_dir() -> None:
         raise FtkitError(
             f"cannot write into ftkit's cache {folder} ({error.strerror or error})", fix, where=where
         ) from None
+
+
+def file_sha256(path: Path) -> str:
+    """A file's sha256, read in 1 MiB blocks: a GGUF conversion's cache key, a data file's identity in a split."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftkit.cache import file_sha256
 from ftkit.errors import FtkitError
 
 Record = dict[str, Any]
@@ -276,14 +277,6 @@ def source_files(records: list[Record]) -> dict[str, str | None]:
         if path and path not in files:
             files[path] = file_sha256(Path(path)) if Path(path).is_file() else None
     return files
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _plain(value: Any) -> Any:

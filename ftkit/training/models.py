@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ftkit.cache import cache_dir
+from ftkit.cache import cache_dir, file_sha256
 from ftkit.errors import FtkitError
 from ftkit.run_dir import RunDir
 
@@ -81,7 +81,7 @@ def gguf_to_folder(folder: str, gguf_file: str, revision: str | None = None) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     file = Path(folder) / gguf_file
-    digest = _file_digest(file) if file.is_file() else hashlib.sha256(f"{folder}@{revision}".encode()).hexdigest()
+    digest = file_sha256(file) if file.is_file() else hashlib.sha256(f"{folder}@{revision}".encode()).hexdigest()
     target = cache_dir() / "models" / f"{Path(gguf_file).stem}-{digest[:16]}"
     if (target / "config.json").is_file():
         return target
@@ -111,14 +111,6 @@ def gguf_to_folder(folder: str, gguf_file: str, revision: str | None = None) -> 
     except OSError:  # another process finished first
         shutil.rmtree(partial, ignore_errors=True)
     return target
-
-
-def _file_digest(file: Path) -> str:
-    sha = hashlib.sha256()
-    with file.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def load_model_and_tokenizer(
