@@ -15,12 +15,9 @@ Raises nothing of its own: evaluate.baselines names are checked by ftkit.config.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import Counter
+from functools import partial
 from typing import Any
-
-log = logging.getLogger("ftkit")
 
 
 def applies(recipe: Any) -> bool:
@@ -37,23 +34,12 @@ def run_baselines(
     (what ftkit.tasks.evaluation.evaluate returns for a model); {} for a recipe that gets none."""
     if not applies(recipe):
         return {}
-    results = {}
-    for name in names:
-        started = time.perf_counter()
-        labels = PREDICTORS[name](train, test, recipe.labels, seed)
-        predictions = [{"label": label} for label in labels]
-        seconds = time.perf_counter() - started
-        metrics = recipe.score(predictions, test)
-        log.info(
-            "baseline %s, test: %s=%.4f on %d examples (%.1f s)",
-            name,
-            recipe.primary_metric,
-            metrics[recipe.primary_metric],
-            len(test),
-            seconds,
-        )
-        results[name] = {"metrics": metrics, "predictions": predictions, "seconds": seconds}
-    return results
+    from ftkit.tasks.evaluation import timed_score
+
+    def predict(name: str) -> list[dict[str, str]]:
+        return [{"label": label} for label in PREDICTORS[name](train, test, recipe.labels, seed)]
+
+    return {name: timed_score(recipe, partial(predict, name), test, f"baseline {name}, test") for name in names}
 
 
 def majority_labels(train: list[dict[str, Any]], test: list[dict[str, Any]], labels: list[str], seed: int) -> list:

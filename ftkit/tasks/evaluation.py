@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("ftkit")
@@ -17,8 +18,16 @@ def evaluate(
     recipe: Any, model: Any, tokenizer: Any, records: list[dict[str, Any]], batch_size: int, which: str
 ) -> dict[str, Any]:
     """The recipe's predictions and metrics on records, timed."""
+    return timed_score(recipe, lambda: recipe.predict(model, tokenizer, records, batch_size), records, which)
+
+
+def timed_score(
+    recipe: Any, predict: Callable[[], list[Any]], records: list[dict[str, Any]], which: str
+) -> dict[str, Any]:
+    """predict()'s predictions (timed) scored by the recipe on records, logged as `which`; a model's or a
+    baseline's (ftkit.reporting.baselines)."""
     started = time.perf_counter()
-    predictions = recipe.predict(model, tokenizer, records, batch_size)
+    predictions = predict()
     seconds = time.perf_counter() - started
     metrics = recipe.score(predictions, records)
     log.info(
