@@ -156,3 +156,14 @@ def slurm_cluster() -> None:
     if result.returncode == CANNOT_HOST_SLURM:
         pytest.skip(f"no SLURM on this machine: {said}")
     assert result.returncode == 0, f"start_slurm.sh failed (exit {result.returncode}):\n{said}"
+
+
+def randomize_lora_b(model) -> None:
+    """LoRA's B starts at zero; a seeded random B makes the adapter part of every forward pass being compared."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)

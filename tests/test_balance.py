@@ -28,7 +28,7 @@ from ftkit.training.models import adapter_config
 from ftkit.training.patches import score_only_labelled_positions_on_cpu
 from ftkit.training.run import training_arguments
 from ftkit.training.trainer import LOSS_WEIGHT, TOKEN_WEIGHTS, FtkitSFTTrainer
-from tests.conftest import tiny_overrides
+from tests.conftest import randomize_lora_b, tiny_overrides
 
 LABELS = ["A"] * 7 + ["B"] * 3 + ["C"] * 2
 
@@ -137,11 +137,7 @@ def weighted_trainer(
         peft_config=adapter_config(cfg.peft, model),
         cache_preprocessing=cache,
     )
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in trainer.model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    randomize_lora_b(trainer.model)
     return trainer
 
 

@@ -26,7 +26,7 @@ from ftkit.training.packed_attention import attend_within_examples
 from ftkit.training.patches import score_only_labelled_positions_on_cpu
 from ftkit.training.run import training_arguments
 from ftkit.training.trainer import FtkitSFTTrainer
-from tests.conftest import tiny_overrides
+from tests.conftest import randomize_lora_b, tiny_overrides
 
 # Prompt-completion examples of different lengths, completions of several tokens each.
 EXAMPLES = [
@@ -64,12 +64,7 @@ def padding_free_trainer(tiny_model: Path, tmp_path: Path, attention: str) -> Ft
         processing_class=AutoTokenizer.from_pretrained(tiny_model),
         peft_config=adapter_config(cfg.peft, model),
     )
-    # LoRA's B starts at zero; random B makes the adapter part of every forward pass being compared.
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in trainer.model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    randomize_lora_b(trainer.model)
     return trainer
 
 
