@@ -46,9 +46,11 @@ def test_help_lists_groups_and_options(run_ftkit):
     assert result.returncode == 0
     for line in (
         "recipe: multitask, ner, report, sentiment, sft_instruct, tickets",
-        "model: smollm2_135m",
+        "model: gemma2_2b, gemma2_9b, llama3_1_8b, llama3_2_1b, llama3_2_3b, mistral_7b_v0_3, phi3_5_mini, "
+        "qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_7b, qwen3_0_6b, qwen3_4b, qwen3_8b, smollm2_135m, smollm2_1_7b, "
+        "smollm2_360m",
         "peft: dora, lora, none, qlora",
-        "trainer: default",
+        "trainer: default, gpu",
         "launcher: ddp, deepspeed_zero2, deepspeed_zero2_offload, deepspeed_zero3, deepspeed_zero3_offload, fsdp, "
         "local, slurm",
         "logger: none",
@@ -140,6 +142,30 @@ def test_trainer_value_kinds():
     assert trainer_fields.check_value("learning_rate", "fast") is not None
     assert trainer_fields.check_value("bf16", None) is None
     assert trainer_fields.check_value("seed", 1.5) is not None
+
+
+def test_renamed_trainer_fields_are_passed_under_the_current_name(tmp_path):
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns on every run):
+    either name is accepted, TRL gets the current one, and no FutureWarning is raised."""
+    import warnings
+
+    from ftkit.config.compose import compose
+    from ftkit.config.overrides import rewrite_trainer_overrides
+    from ftkit.recipes import get_recipe_class
+    from ftkit.training.run import training_arguments
+
+    assert trainer_fields.current_names({"gradient_checkpointing": True, "seed": 1}) == {
+        "activation_checkpointing": True,
+        "seed": 1,
+    }
+    for overrides, expected in (([], False), (["trainer.gradient_checkpointing=true"], True)):
+        cfg = compose(rewrite_trainer_overrides(overrides))
+        assert trainer_fields.activation_checkpointing(cfg.trainer) is expected
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args = training_arguments(cfg, get_recipe_class(cfg.recipe.name)(cfg.recipe), tmp_path)
+        assert args.activation_checkpointing is expected
+        assert not [w for w in caught if "checkpointing" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_padding_free_needs_flash_where_transformers_cannot_keep_packed_examples_apart(monkeypatch):

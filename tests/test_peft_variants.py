@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from safetensors import safe_open
 
 from ftkit.config.compose import compose
@@ -150,7 +149,7 @@ def test_adapter_config_per_method(tiny_model):
     lora = adapter_config(compose(["peft=qlora"]).peft, model)
     assert lora.use_dora is False and lora.r == 16 and lora.target_modules == "all-linear"
     assert adapter_config(compose(["peft=none"]).peft, model) is None
-    top = adapter_config(OmegaConf.merge(peft, {"top_layers": 1}), model)
+    top = adapter_config(compose(["peft=dora", "peft.top_layers=1"]).peft, model)
     assert top.use_dora is True and top.layers_to_transform == [1]
 
 

@@ -18,6 +18,8 @@ def test_train_evaluate_and_reload(run_ftkit, tiny_model, tmp_path):
     run_dir = tmp_path / "run"
     result = run_ftkit("train", *tiny_overrides(tiny_model, run_dir, "trainer.learning_rate=5e-3"))
     assert result.returncode == 0, result.stderr[-3000:]
+    # No deprecation warning about gradient checkpointing's old name, from ftkit or from PEFT (issue 22).
+    assert "checkpointing` is deprecated" not in result.stderr
 
     # The run directory a person reads.
     for name in (

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftkit.config import trainer_fields
 from ftkit.launch.accelerate import accelerate_command, accelerate_preset
 from ftkit.launch.ranks import world_size
 from ftkit.run_dir import SBATCH_SCRIPT
@@ -43,11 +44,27 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
 
     recipe = get_recipe_class(cfg.recipe.name)(cfg.recipe)
     splits = load_splits(recipe, cfg)
-    from ftkit.training.models import model_source_and_config
+    from ftkit.training.chat_template import end_of_turn_check, fold_system_role, stop_token_ids
+    from ftkit.training.models import model_source_and_config, preset_config
 
-    source, config = model_source_and_config(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(**source)
-    section(f"Data (tokens with {cfg.model.name}'s chat template; model.max_length={cfg.model.max_length})")
+    try:
+        source, config = model_source_and_config(cfg)
+        tokenizer = AutoTokenizer.from_pretrained(**source)
+        fold_system_role(tokenizer)
+        end_of_turn_check(cfg, recipe, splits["train"])(tokenizer, stop_token_ids(tokenizer, source))
+    except OSError as error:  # e.g. a hub id on a machine without network, not in the HF cache
+        if not cfg.model.architecture:
+            raise
+        config, tokenizer = preset_config(cfg.model), None
+        print(
+            f"\n{cfg.model.path} cannot be read here ({str(error).splitlines()[0][:160]}): planned from "
+            "model.architecture, without its tokenizer, so the data table counts records only and the memory "
+            "estimate assumes examples of model.max_length tokens."
+        )
+    if tokenizer is None:
+        section(f"Data (model.max_length={cfg.model.max_length}; lengths are checked when the run starts)")
+    else:
+        section(f"Data (tokens with {cfg.model.name}'s chat template; model.max_length={cfg.model.max_length})")
     data = cfg.recipe.get("data")
     how = describe_split(data) if data is not None else None
     if how:
@@ -57,17 +74,22 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
         print(f"Labels: read from the training split (recipe.labels=auto), most frequent first: {labels}")
     for line in training_split_plan(cfg, splits["train"]):
         print(line)
-    stats = {
-        name: data_statistics(recipe, tokenizer, records, cfg.model.max_length) for name, records in splits.items()
-    }
-    print(
-        table(
-            ["split", "examples", "tokens", "mean", "longest", "truncated"],
-            [[n, *s.values()] for n, s in stats.items()],
+    if tokenizer is None:
+        print(table(["split", "examples"], [[name, len(records)] for name, records in splits.items()]))
+        longest = cfg.model.max_length
+    else:
+        stats = {
+            name: data_statistics(recipe, tokenizer, records, cfg.model.max_length) for name, records in splits.items()
+        }
+        print(
+            table(
+                ["split", "examples", "tokens", "mean", "longest", "truncated"],
+                [[n, *s.values()] for n, s in stats.items()],
+            )
         )
-    )
-    # After the table, so a refusal of too-long examples comes with the lengths that explain it.
-    check_lengths(recipe, cfg, tokenizer, splits["train"], cache=False)
+        # After the table, so a refusal of too-long examples comes with the lengths that explain it.
+        check_lengths(recipe, cfg, tokenizer, splits["train"], cache=False)
+        longest = min(max(s["longest"] for s in stats.values()), cfg.model.max_length)
 
     section("Parameters")
     counts = parameter_counts(cfg, config)
@@ -79,7 +101,6 @@ def dry_run(cfg: DictConfig, overrides: list[str]) -> None:
     )
 
     section("Memory estimate per process (training, before framework overhead)")
-    longest = min(max(s["longest"] for s in stats.values()), cfg.model.max_length)
     estimate = memory_estimate(cfg, config, counts, longest)
     print(table(["part", "MB"], [[k, f"{v / 2**20:,.0f}"] for k, v in estimate.items()]))
     print(
@@ -203,7 +224,7 @@ def memory_estimate(cfg: DictConfig, config: Any, counts: dict[str, int], seq: i
         trained /= ranks  # ZeRO-2/3 and FSDP shard gradients and optimizer state
         if "zero3" in chosen or chosen == "fsdp":
             weights /= ranks
-    if cfg.trainer.get("gradient_checkpointing"):
+    if trainer_fields.activation_checkpointing(cfg.trainer):
         per_layer = batch * seq * hidden * act_bytes  # only each layer's input is kept
         activations = layers * per_layer + batch * seq * (34 * hidden + 5 * heads * seq) * act_bytes / 2
     else:

@@ -36,7 +36,7 @@ class Checked:
     overrides: list[str]
     multirun: bool
     dry_run: bool = False
-    cfg: DictConfig | None = None  # a single run's config (for its dry run)
+    cfg: DictConfig | None = None  # a single run's config (for its dry run), or a sweep's first job's
     jobs: list[list[str]] = field(default_factory=list)  # a sweep's planned jobs
     plan: str = ""  # how the sweeper picks them
 
@@ -52,6 +52,10 @@ def main(args: list[str]) -> None:
         dry_run(checked.cfg, checked.overrides)
         return
     flags, overrides, multirun = checked.flags, checked.overrides, checked.multirun
+    if checked.cfg is not None and not PRINT_ONLY.intersection(flags):
+        from ftkit.launch.cpu_threads import configure
+
+        configure(checked.cfg)  # OpenMP's threads and wait policy: before the run imports torch
     from ftkit.commands.sweep import register_resolvers
 
     register_schemas()
@@ -105,6 +109,7 @@ def check_command(args: list[str]) -> Checked:
     from ftkit.commands.sweep import check_sweep
 
     checked.jobs, checked.plan, configs = check_sweep(overrides)
+    checked.cfg = configs[0] if configs else None  # its launcher settings choose the CPU threads of every job
     if not printing:
         check_new_sweep_dir(compose(checked.jobs[0], with_hydra=True))
         for cfg in configs:

@@ -7,6 +7,7 @@ their knowledge (ftkit.training.peft_checks, ftkit.launch.checks, the recipe's c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -35,6 +36,14 @@ def check(cfg: DictConfig) -> None:
             raise FtkitError(
                 f"trainer.{name} {problem}", trainer_fields.example(str(name), plain), where=f"trainer.{name}"
             )
+    for old_name, new_name in trainer_fields.RENAMED.items():
+        if cfg.trainer.get(old_name) is not None and cfg.trainer.get(new_name) is not None:
+            raise FtkitError(
+                f"trainer.{old_name} and trainer.{new_name} are one setting under two names (transformers renamed "
+                f"it), and both are given",
+                f"keep one: trainer.{new_name}=... (the current name)",
+                where=f"trainer.{old_name}",
+            )
     _positive(cfg, "trainer.learning_rate", "trainer.learning_rate=2e-4")
     _positive(cfg, "trainer.per_device_train_batch_size", "trainer.per_device_train_batch_size=8")
     _positive(cfg, "trainer.per_device_eval_batch_size", "trainer.per_device_eval_batch_size=16")
@@ -48,6 +57,7 @@ def check(cfg: DictConfig) -> None:
     _positive(cfg, "evaluate.max_examples", "evaluate.max_examples=100 (or null for the whole test split)")
     _positive(cfg, "recipe.data.max_train_examples", "recipe.data.max_train_examples=500 (or null for all)")
     _choice(cfg, "model.dtype", ["auto", "float32", "bfloat16", "float16"])
+    _check_architecture(cfg.model.architecture)
     _choice(cfg, "peft.method", ["lora", "qlora", "dora", "none"])
     _choice(cfg, "peft.quant_type", ["nf4", "fp4"])
     _choice(cfg, "peft.compute_dtype", ["float32", "bfloat16", "float16"])
@@ -139,16 +149,39 @@ ATTENTION = {
 }
 
 
+def _check_architecture(architecture: Any) -> None:
+    """model.architecture is read only by a dry run without the model at hand: check its shape now."""
+    if not architecture:  # not given (empty or null)
+        return
+    fix = "give model_type and config.json sizes as in conf/model/qwen2_5_7b.yaml, or model.architecture=null"
+    if not isinstance(architecture, DictConfig) or not isinstance(architecture.get("model_type"), str):
+        raise FtkitError(
+            f"model.architecture must be a mapping with a model_type (e.g. llama), got {architecture!r}",
+            fix,
+            where="model.architecture",
+        )
+    for key, value in architecture.items():
+        if str(key).startswith(("num_", "hidden_size", "intermediate_size", "vocab_size", "head_dim")) and not (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
+            raise FtkitError(
+                f"model.architecture.{key} must be a positive whole number, got {value!r}",
+                fix,
+                where="model.architecture",
+            )
+
+
 def _check_attention(cfg: DictConfig) -> None:
     """model.attn_implementation is read only when the model loads; a typo would fail there."""
     given = cfg.model.attn_implementation
-    if given is None or "/" in str(given):
+    if given is None or given == "auto" or "/" in str(given):
         return
     name = str(given).removeprefix("paged|")  # transformers' paged variants, for continuous batching
     if name not in ATTENTION:
         raise FtkitError(
             f"model.attn_implementation={given!r} is not an attention kernel transformers knows",
-            f"use one of {', '.join(ATTENTION)} (or null to let transformers choose); {closest(name, list(ATTENTION))}",
+            f"use one of {', '.join(ATTENTION)}, auto (flash_attention_2 where installed on a GPU, else sdpa) or null "
+            f"(transformers chooses); {closest(name, [*ATTENTION, 'auto'])}",
             where="model.attn_implementation",
         )
 
@@ -193,8 +226,9 @@ def _check_padding_free(cfg: DictConfig) -> None:
     setting = f"{where}=true" + ("" if padding_free else " (bfd)")
     attention = cfg.model.attn_implementation
     kept_apart = ["flash"] + (["sdpa", "eager"] if _transformers_finds_packed_sequences() else [])
-    # None lets transformers choose: sdpa, or eager for a model without sdpa support.
-    if not ((attention is None and "sdpa" in kept_apart) or any(name in str(attention) for name in kept_apart)):
+    # None lets transformers choose: sdpa, or eager for a model without sdpa support; auto is flash or sdpa.
+    chosen_by_default = attention is None or (attention == "auto" and "sdpa" in kept_apart)
+    if not ((chosen_by_default and "sdpa" in kept_apart) or any(name in str(attention) for name in kept_apart)):
         raise FtkitError(
             f"{setting} flattens each batch into one row; that its examples stay apart (do not attend to each other) "
             f"is verified under {', '.join(kept_apart)} attention with this transformers, not {attention}",

@@ -25,6 +25,11 @@ def register_schemas() -> None:
         from ftkit.launch.ranks import log_file_name
 
         OmegaConf.register_new_resolver("ftkit_log_file", log_file_name)
+    # For conf/trainer/gpu.yaml: checkpoint activations from a model size on, Liger kernels where installed.
+    if not OmegaConf.has_resolver("ftkit_at_least"):
+        OmegaConf.register_new_resolver("ftkit_at_least", lambda value, floor: value is not None and value >= floor)
+    if not OmegaConf.has_resolver("ftkit_installed"):
+        OmegaConf.register_new_resolver("ftkit_installed", package_installed)
     store = ConfigStore.instance()
     store.store(name="ftkit_schema", node=FtkitConfig)
     from ftkit.tasks.classification import ClassificationRecipeConfig
@@ -225,3 +230,10 @@ def run_config(run: RunDir | None, overrides: list[str]) -> DictConfig:
         raise
     check(cfg)
     return cfg
+
+
+def package_installed(module: str) -> bool:
+    """Whether a Python module can be imported here (found without importing it)."""
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None

@@ -96,6 +96,9 @@ def rewrite_trainer_overrides(overrides: list[str]) -> list[str]:
         if key.startswith("trainer.") and not override.is_delete():
             name = key.split(".")[1]
             check_trainer_name(name, where=key)
+            if trainer_fields.current_name(name) != name:  # the old name of a renamed field: pass the new one
+                lhs, sep, rhs = text.partition("=")
+                text = lhs.replace(f"trainer.{name}", f"trainer.{trainer_fields.current_name(name)}", 1) + sep + rhs
             if not text.startswith("+"):
                 text = "++" + text
         rewritten.append(text)

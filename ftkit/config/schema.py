@@ -17,11 +17,19 @@ class ModelConfig:
     name: str = MISSING  # short name used in reports
     path: str = MISSING  # local HF folder, hub id, .gguf file, or pkg://<python package> holding gguf_file
     gguf_file: str | None = None  # GGUF file name inside `path` (folder, package or hub repo)
-    revision: str | None = None
+    revision: str | None = None  # a hub branch, tag or commit sha (a commit makes the download reproducible)
+    # auto: float32 on CPU; on a CUDA GPU bfloat16 where it has it (compute capability 8+), else float16
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    attn_implementation: str | None = None  # None lets transformers choose (sdpa where available)
+    # auto: flash_attention_2 on a CUDA GPU with flash-attn installed, else sdpa; None lets transformers choose
+    attn_implementation: str | None = None
     max_length: int = 512
     trust_remote_code: bool = False
+    lora_target_modules: Any = "all-linear"  # what peft.target_modules adapts unless it is set: all-linear or names
+    gated: bool = False  # the hub licence must be accepted on the model's page (then HF_TOKEN set) to download it
+    parameters_b: float | None = None  # size in billions of parameters: trainer=gpu checkpoints activations from 7
+    # The model's config.json essentials (model_type and sizes): a dry run plans with them where the hub is not
+    # reachable; tests build tiny models of the same architecture from them
+    architecture: dict[str, Any] = field(default_factory=dict)  # empty: not given
 
 
 @dataclass
@@ -30,7 +38,8 @@ class PeftConfig:
     r: int = 16  # adapter rank: higher can learn more, at more memory and time
     alpha: int = 32  # the update is scaled by alpha / r
     dropout: float = 0.0  # dropout on every LoRA input: regularises long runs, slows each CPU step
-    target_modules: Any = "all-linear"  # "all-linear" or a list of module names, e.g. [q_proj, v_proj]
+    # "all-linear" or a list of module names, e.g. [q_proj, v_proj]; by default the model preset's choice
+    target_modules: Any = "${model.lora_target_modules}"
     # Adapt only the last N transformer layers (None: all): backward stops at the lowest adapted one, so each step
     # is cheaper and the model learns less per step (PEFT's layers_to_transform)
     top_layers: int | None = None
@@ -52,6 +61,11 @@ class LauncherConfig:
     num_processes: int = 1  # processes per machine (per node under slurm): GPUs, or CPU ranks
     config_file: str | None = None  # accelerate config; None: ftkit/launch/configs/accelerate/<name or backend>.yaml
     main_process_port: int | None = None  # None: a free port
+    # CPU training: threads per process; None: the cores this process may use, shared among the ranks it starts
+    cpu_threads: int | None = None
+    # passive: an OpenMP thread waiting at a barrier sleeps, so a busy neighbour process costs its share of the
+    # cores, not a 10x slowdown; active: it spins (a little faster on a machine nothing else uses); None: OpenMP's
+    omp_wait_policy: str | None = "passive"
     # slurm only
     backend: str = "ddp"  # what runs on each node: ddp | deepspeed_zero2[_offload] | deepspeed_zero3[_offload] | fsdp
     nodes: int = 1

@@ -64,6 +64,37 @@ RANGES: dict[str, tuple[str, Any]] = {
 }
 
 
+# Fields transformers 5 renamed (the old name warns on every run and goes in v6): trainer.<old name> still works, and
+# is passed on under the new name where the installed version has it.
+RENAMED = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
+
+
+def current_names(settings: dict[str, Any]) -> dict[str, Any]:
+    """trainer.* settings with each old name of RENAMED under its new name, where the installed TRL has the new one.
+
+    ftkit.config.checks refuses a setting given under both names, so nothing is overwritten here.
+    """
+    renamed = dict(settings)
+    for old in RENAMED:
+        if old in renamed and current_name(old) != old:
+            renamed[current_name(old)] = renamed.pop(old)
+    return renamed
+
+
+def current_name(name: str) -> str:
+    """The name the installed TRL reads for SFTConfig field `name` (its new name where RENAMED has one)."""
+    new = RENAMED.get(name)
+    return new if new is not None and new in load() else name
+
+
+def activation_checkpointing(trainer: Any) -> bool:
+    """Whether trainer.* turns activation (gradient) checkpointing on, under either name."""
+    return bool(trainer.get("activation_checkpointing") or trainer.get("gradient_checkpointing"))
+
+
 def _kinds(annotation: Any) -> tuple[list[str], list[Any] | None]:
     """Map a type annotation to JSON-ish kinds (bool/int/float/str/list/dict/null/any) and allowed choices."""
     origin = typing.get_origin(annotation)

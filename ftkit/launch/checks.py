@@ -9,6 +9,7 @@ start: printing a config, or evaluating a run trained on another machine, needs 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,8 +19,11 @@ from omegaconf import DictConfig
 
 from ftkit.errors import FtkitError, closest
 from ftkit.launch.accelerate import accelerate_preset
+from ftkit.launch.cpu_threads import WAIT_POLICIES
 from ftkit.launch.ranks import in_launched_rank, rank_variables
 from ftkit.launch.slurm import sbatch_value, single_line
+
+log = logging.getLogger(__name__)
 
 ACCELERATE_LAUNCHERS = [
     "ddp",
@@ -53,6 +57,10 @@ def check_launcher(cfg: DictConfig) -> None:
     _at_least("launcher.gpus_per_node", launcher.gpus_per_node, 0, "launcher.gpus_per_node=8 (0: ask for no GPU)")
     if launcher.cpus_per_task is not None:
         _at_least_one("launcher.cpus_per_task", launcher.cpus_per_task)
+    if launcher.cpu_threads is not None:
+        _at_least_one("launcher.cpu_threads", launcher.cpu_threads)
+    if launcher.omp_wait_policy is not None:
+        _one_of("launcher.omp_wait_policy", launcher.omp_wait_policy, WAIT_POLICIES)
     _check_port(launcher.main_process_port)
     _check_slurm_time(launcher.time)
     _check_slurm_memory(launcher.mem)
@@ -123,7 +131,13 @@ def check_machine(cfg: DictConfig) -> None:
         )
     # The submitting machine of a SLURM job, and a rank that is already running, are not where devices matter.
     if launcher.name != "slurm" and not in_launched_rank() and _needs_device_check(cfg):
-        _check_devices(cfg, chosen)
+        try:
+            _check_devices(cfg, chosen)
+        except FtkitError as error:
+            if not cfg.get("dry_run"):
+                raise
+            # A dry run may plan for the machine the run is meant for (8 GPUs, say): say so, and go on planning.
+            log.warning("dry run: this machine could not start the run itself: %s", error)
 
 
 def _needs_device_check(cfg: DictConfig) -> bool:

@@ -15,7 +15,8 @@ import importlib.util
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,16 @@ from omegaconf import DictConfig, OmegaConf
 from ftkit.cache import cache_dir, file_sha256
 from ftkit.errors import FtkitError
 from ftkit.run_dir import RunDir
+from ftkit.training.chat_template import fold_system_role, stop_token_ids
 
 log = logging.getLogger(__name__)
 
 PACKAGE_PREFIX = "pkg://"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# PEFT 0.21 reads PreTrainedModel.is_gradient_checkpointing whenever it wraps a model, a property transformers 5
+# deprecated: a FutureWarning in every run that no setting can avoid (ftkit passes activation_checkpointing).
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def resolve_source(cfg: DictConfig) -> tuple[str, str | None]:
@@ -114,13 +120,17 @@ def gguf_to_folder(folder: str, gguf_file: str, revision: str | None = None) -> 
 
 
 def load_model_and_tokenizer(
-    cfg: DictConfig, peft: DictConfig | None = None, gradient_checkpointing: bool = False
+    cfg: DictConfig,
+    peft: DictConfig | None = None,
+    gradient_checkpointing: bool = False,
+    check_tokenizer: Callable[[Any, set[int]], None] | None = None,
 ) -> tuple[Any, Any]:
     """The base model (eval mode, on the GPU when there is one) and its tokenizer, ready for SFTTrainer.
 
     With peft.method=qlora the base loads in 4 bits through bitsandbytes and is prepared for k-bit training;
     train and eval/predict both load through here, so a run is scored on the same quantized base it trained on.
-    gradient_checkpointing is the trainer's setting (SFTConfig.gradient_checkpointing).
+    gradient_checkpointing is the trainer's setting (trainer.activation_checkpointing). check_tokenizer(tokenizer,
+    the token ids generation stops at) runs before the weights load (training passes the end-of-turn check).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -129,9 +139,10 @@ def load_model_and_tokenizer(
     if gguf_file:
         # QLoRA quantizes this folder's full-precision weights as they load; GGUF's own 4 bits are not reused.
         source, revision = str(gguf_to_folder(source, gguf_file, revision)), None
-    dtype: Any = DTYPES.get(cfg.dtype, "auto")
-    if dtype == "auto" and not torch.cuda.is_available():
-        dtype = torch.float32  # half precision on CPU is slow and only emulated
+    dtype, attention = torch_dtype(cfg.dtype), attention_kernel(cfg.attn_implementation)
+    if cfg.dtype == "auto" or cfg.attn_implementation == "auto":
+        chosen = attention or "as transformers chooses"
+        log.info("Model weights in %s, attention %s", str(dtype).removeprefix("torch."), chosen)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
     quantized = peft is not None and peft.method == "qlora"
     if quantized:
@@ -141,17 +152,8 @@ def load_model_and_tokenizer(
 
         device: Any = (local_rank() or 0) if torch.cuda.is_available() else "cpu"
         kwargs.update(quantization_config=bnb_config(peft), device_map={"": device})
-    try:
+    with loading_errors(cfg, source):
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, attn_implementation=cfg.attn_implementation, **kwargs
-        )
-    except OSError as error:
-        raise FtkitError(
-            f"cannot load the model {source!r} ({str(error).splitlines()[0][:200]})",
-            "check model.path; a hub id needs network access (or a pre-filled HF cache)",
-            where="model.path",
-        ) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
@@ -160,12 +162,58 @@ def load_model_and_tokenizer(
             "use an instruct/chat model, or one whose tokenizer_config.json defines chat_template",
             where="model.path",
         )
+    fold_system_role(tokenizer)
+    if check_tokenizer is not None:
+        check_tokenizer(
+            tokenizer, stop_token_ids(tokenizer, {"pretrained_model_name_or_path": source, "revision": revision})
+        )
+    with loading_errors(cfg, source):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attention, **kwargs)
     if quantized:
         model = prepare_4bit(model, gradient_checkpointing)
     elif torch.cuda.is_available():
         model.to("cuda")
     model.eval()
     return model, tokenizer
+
+
+@contextmanager
+def loading_errors(cfg: DictConfig, source: str) -> Iterator[None]:
+    """A model or tokenizer that cannot be read (a wrong path, a hub id offline, a gated repo) as an FtkitError."""
+    try:
+        yield
+    except OSError as error:
+        licence = (
+            f"; {source} is gated: accept its licence on https://huggingface.co/{source} and set HF_TOKEN (or run "
+            "`hf auth login`)"
+            if cfg.gated
+            else ""
+        )
+        raise FtkitError(
+            f"cannot load the model {source!r} ({str(error).splitlines()[0][:200]})",
+            f"check model.path; a hub id needs network access (or a pre-filled HF cache){licence}",
+            where="model.path",
+        ) from error
+
+
+def torch_dtype(name: str) -> Any:
+    """model.dtype for from_pretrained. auto: float32 on CPU (half precision there is slow and only emulated); on a
+    CUDA GPU bfloat16 where it has it (compute capability 8 and up: A100, H100, L4, RTX 30xx on), else float16."""
+    if name != "auto":
+        return DTYPES[name]
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16
+
+
+def attention_kernel(name: str | None) -> str | None:
+    """model.attn_implementation for from_pretrained. auto: flash_attention_2 on a CUDA GPU where flash-attn is
+    installed (no padding, no quadratic attention memory), sdpa otherwise."""
+    if name != "auto":
+        return name
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
 
 
 def bnb_config(cfg: DictConfig) -> Any:
@@ -185,7 +233,7 @@ def prepare_4bit(model: Any, gradient_checkpointing: bool) -> Any:
     from peft import prepare_model_for_kbit_training
 
     # Gradient checkpointing only when the trainer asks for it: it costs ~10% of a CPU step, and Trainer turns
-    # it on itself when trainer.gradient_checkpointing=true (this adds the input-gradient hook it needs).
+    # it on itself when trainer.activation_checkpointing=true (this adds the input-gradient hook it needs).
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     # On CPUs with AVX512-bf16, bitsandbytes 0.50 repacks a layer's weights (bf16 block scales) the first time it
     # runs without gradients. Measured here: (1) the repacked kernel has no backward, so training after the base
@@ -217,6 +265,22 @@ def model_source_and_config(cfg: DictConfig) -> tuple[dict[str, Any], Any]:
     return source, AutoConfig.from_pretrained(**source)
 
 
+def preset_config(cfg: DictConfig) -> Any:
+    """The transformers config that model.architecture (a preset's config.json essentials) describes."""
+    from transformers import AutoConfig
+
+    architecture = OmegaConf.to_container(cfg.architecture)
+    try:
+        return AutoConfig.for_model(architecture.pop("model_type"), **architecture)
+    except (ValueError, TypeError, KeyError) as error:
+        raise FtkitError(
+            f"model.architecture does not describe a transformers model ({str(error).splitlines()[0][:200]})",
+            "give model_type (e.g. llama, qwen2) and config.json sizes as in conf/model/qwen2_5_7b.yaml, or "
+            "model.architecture=null",
+            where="model.architecture",
+        ) from None
+
+
 def check_adapter_targets(cfg: DictConfig) -> None:
     """peft.target_modules against the architecture before the weights load: adapter_config on a copy of the model
     built on the meta device from its config (nothing allocated). When the config cannot be read here, the load
@@ -226,7 +290,12 @@ def check_adapter_targets(cfg: DictConfig) -> None:
     from transformers import AutoModelForCausalLM
 
     try:
-        _, config = model_source_and_config(cfg)
+        try:
+            _, config = model_source_and_config(cfg)
+        except OSError:  # not readable here (a hub id offline): a preset's architecture serves as well
+            if not cfg.model.architecture:
+                raise
+            config = preset_config(cfg.model)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except Exception:  # noqa: BLE001 - load_model_and_tokenizer names the problem with the model itself

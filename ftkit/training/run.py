@@ -24,11 +24,13 @@ from trl import SFTConfig
 
 from ftkit.commands.resume import step_of
 from ftkit.commands.sweep import in_sweep, sweep_group
+from ftkit.config import trainer_fields
 from ftkit.config.checks import check
 from ftkit.data.augment import augment, read_synonyms
 from ftkit.data.balance import balance
 from ftkit.data.splits import load_splits, write_record
 from ftkit.errors import FtkitError
+from ftkit.launch.cpu_threads import set_threads
 from ftkit.launch.ranks import is_main_rank
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.reporting import tracking
@@ -39,6 +41,7 @@ from ftkit.tasks.classification import with_labels_read
 from ftkit.tasks.evaluation import evaluate
 from ftkit.training import patches
 from ftkit.training.callbacks import LogToFile, StopOnSignal, resume_command
+from ftkit.training.chat_template import end_of_turn_check
 from ftkit.training.data_checks import check_lengths
 from ftkit.training.models import (
     adapter_config,
@@ -79,9 +82,15 @@ def main(cfg: DictConfig) -> None:
     # Arguments first: TRL refuses bad settings before anything big loads, and they set up the process group
     # that a multi-process launch trains in.
     args = training_arguments(cfg, recipe, run_dir.path)
+    set_threads(cfg)  # the CPU threads (launch/cpu_threads.py chose them and the wait policy) and a log line
     check_adapter_targets(cfg)  # a layer name the architecture lacks, refused before the weights load
     with whole_model_on_each_rank(args):
-        model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft, args.gradient_checkpointing)
+        model, tokenizer = load_model_and_tokenizer(
+            cfg.model,
+            cfg.peft,
+            trainer_fields.activation_checkpointing(cfg.trainer),
+            end_of_turn_check(cfg, recipe, splits["train"]),  # the answer's end is trained, or refused here
+        )
     splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
     # Baselines (classification) learn from the training split as read and checked, before any balancing or
     # augmentation: the plain data a simple model would get. Seconds, on the rank that writes the report.
@@ -191,7 +200,7 @@ def prepare_training_split(
 
 
 def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
-    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_settings = trainer_fields.current_names(OmegaConf.to_container(cfg.trainer, resolve=True))
     try:
         # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
         return SFTConfig(

@@ -1,0 +1,67 @@
+"""launch/cpu_threads.py: the OpenMP thread count and wait policy a CPU run gets, chosen before torch loads, and the
+overrides; benchmarks/cpu_threads.py measures what the policy does beside a busy process."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ftkit.config.compose import compose
+from ftkit.launch import cpu_threads
+from tests.conftest import tiny_overrides
+
+
+@pytest.fixture(autouse=True)
+def clean_openmp_environment(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environment", "threads", "policy"),
+    [
+        ([], {}, "cores", "PASSIVE"),
+        (["launcher=ddp", "launcher.num_processes=2"], {}, "half", "PASSIVE"),
+        (["launcher.cpu_threads=1", "launcher.omp_wait_policy=active"], {}, "1", "ACTIVE"),
+        (["launcher.omp_wait_policy=null"], {}, "cores", None),
+        ([], {"OMP_NUM_THREADS": "1"}, "1", "PASSIVE"),  # the user's own setting is kept
+        (["launcher.cpu_threads=2"], {"OMP_NUM_THREADS": "1"}, "2", "PASSIVE"),  # ... unless the config says
+        (["launcher=slurm"], {}, None, "PASSIVE"),  # the nodes' cores are not known here
+    ],
+)
+def test_configure_sets_openmp_for_this_process_and_its_ranks(monkeypatch, overrides, environment, threads, policy):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    cores = cpu_threads.available_cores()
+    expected = {"cores": str(cores), "half": str(max(1, cores // 2))}.get(threads, threads)
+    chosen = cpu_threads.configure(compose(overrides))
+    assert os.environ.get("OMP_NUM_THREADS") == (expected if threads else environment.get("OMP_NUM_THREADS"))
+    assert os.environ.get("OMP_WAIT_POLICY") == policy
+    assert chosen["threads"] == (int(expected) if threads else None)
+
+
+def test_the_run_logs_what_was_chosen(run_ftkit, tiny_model, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(
+        tiny_model, run_dir, "launcher.cpu_threads=1", "trainer.max_steps=1", "evaluate.base=false"
+    )
+    result = run_ftkit("train", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert "CPU: 1 threads per process (launcher.cpu_threads), OpenMP wait policy passive" in log
+
+
+def test_step_seconds_reads_the_median_step_interval():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("cpu_bench", Path(__file__).parents[1] / "benchmarks/cpu_threads.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = [
+        f"[2026-12-07 03:00:{second:02d},000][ftkit][INFO] - step {step}: {{'loss': 0.5}}"
+        for step, second in [(1, 0), (2, 9), (3, 10), (4, 12), (5, 13), (6, 15), (7, 30)]
+    ]
+    # after warm-up step 1: intervals 1, 2, 1, 2, 15 -> median 2
+    assert bench.step_seconds("\n".join(["noise", *lines]), warmup=1) == 2.0
