@@ -21,13 +21,13 @@ def clean_openmp_environment(monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "environment", "threads", "policy"),
     [
-        ([], {}, "cores", "PASSIVE"),
-        (["launcher=ddp", "launcher.num_processes=2"], {}, "half", "PASSIVE"),
+        ([], {}, "cores", None),
+        (["launcher=ddp", "launcher.num_processes=2", "launcher.omp_wait_policy=passive"], {}, "half", "PASSIVE"),
         (["launcher.cpu_threads=1", "launcher.omp_wait_policy=active"], {}, "1", "ACTIVE"),
-        (["launcher.omp_wait_policy=null"], {}, "cores", None),
-        ([], {"OMP_NUM_THREADS": "1"}, "1", "PASSIVE"),  # the user's own setting is kept
-        (["launcher.cpu_threads=2"], {"OMP_NUM_THREADS": "1"}, "2", "PASSIVE"),  # ... unless the config says
-        (["launcher=slurm"], {}, None, "PASSIVE"),  # the nodes' cores are not known here
+        (["launcher.omp_wait_policy=passive"], {}, "cores", "PASSIVE"),
+        ([], {"OMP_NUM_THREADS": "1"}, "1", None),  # the user's own setting is kept
+        (["launcher.cpu_threads=2"], {"OMP_NUM_THREADS": "1"}, "2", None),  # ... unless the config says
+        (["launcher=slurm"], {}, None, None),  # the nodes' cores are not known here
     ],
 )
 def test_configure_sets_openmp_for_this_process_and_its_ranks(monkeypatch, overrides, environment, threads, policy):
@@ -44,7 +44,12 @@ def test_configure_sets_openmp_for_this_process_and_its_ranks(monkeypatch, overr
 def test_the_run_logs_what_was_chosen(run_ftkit, tiny_model, tmp_path):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(
-        tiny_model, run_dir, "launcher.cpu_threads=1", "trainer.max_steps=1", "evaluate.base=false"
+        tiny_model,
+        run_dir,
+        "launcher.cpu_threads=1",
+        "launcher.omp_wait_policy=passive",
+        "trainer.max_steps=1",
+        "evaluate.base=false",
     )
     result = run_ftkit("train", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

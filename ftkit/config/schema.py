@@ -63,9 +63,9 @@ class LauncherConfig:
     main_process_port: int | None = None  # None: a free port
     # CPU training: threads per process; None: the cores this process may use, shared among the ranks it starts
     cpu_threads: int | None = None
-    # passive: an OpenMP thread waiting at a barrier sleeps, so a busy neighbour process costs its share of the
-    # cores, not a 10x slowdown; active: it spins (a little faster on a machine nothing else uses); None: OpenMP's
-    omp_wait_policy: str | None = "passive"
+    # None: OpenMP's default (spin a while, then sleep); passive: a waiting thread sleeps at once (less lost beside a
+    # busy process, but measured 2x slower per step on an idle 2-core machine); active: it always spins
+    omp_wait_policy: str | None = None
     # slurm only
     backend: str = "ddp"  # what runs on each node: ddp | deepspeed_zero2[_offload] | deepspeed_zero3[_offload] | fsdp
     nodes: int = 1

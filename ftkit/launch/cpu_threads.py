@@ -4,9 +4,11 @@ PyTorch runs each CPU operator on an OpenMP thread pool; every operator ends at 
 finished wait for the slowest. OpenMP's default is to spin there. When another process takes one of the cores, the
 thread on it is descheduled, and the threads that wait spin against that process for the core: measured on the
 2-core machine this was built on, a 1.6 s training step took 18-31 s beside one single-threaded command.
-With OMP_WAIT_POLICY=PASSIVE a waiting thread sleeps, and the neighbour costs roughly its share of the cores
-(benchmarks/cpu_threads.py measures both). OpenMP reads the policy once, when torch loads, so configure() runs
-before anything imports torch, and the ranks a launcher starts inherit it.
+With OMP_WAIT_POLICY=PASSIVE a waiting thread sleeps at once. benchmarks/cpu_threads.py measured, on 2 cores:
+passive cut the slowdown beside a busy process from 3.2x to none, but doubled the step time on an idle machine
+(2.00 s vs 0.92 s), so OpenMP's default stays the default and passive is an override (launcher.omp_wait_policy).
+OpenMP reads the policy once, when torch loads, so configure() runs before anything imports torch, and the ranks a
+launcher starts inherit it.
 """
 
 from __future__ import annotations
