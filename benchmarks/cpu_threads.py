@@ -1,13 +1,16 @@
-"""CPU training beside a busy neighbour: seconds per step alone and beside one busy single-threaded process,
-with OpenMP's default wait policy (what ftkit did before launcher.omp_wait_policy) and with ftkit's (passive).
+"""CPU training beside a busy neighbour: seconds per step alone and beside one busy single-threaded process (at
+normal priority, and niced), for a fixed thread count with OpenMP's default wait policy (ftkit before the threads
+followed the load), the same with the passive wait policy, ftkit's default (the thread count follows the load,
+ftkit.launch.cpu_threads) and one thread (the best a run can do while another process holds a core).
 
-Each of the four cases is a real `ftkit train` of the default recipe and model for --steps steps (one log line per
-step; no evaluation), in a fresh process, so OpenMP reads its settings as a user's run would. The neighbour is
-`python -c "while True: pass"`: one process that keeps one core busy for the whole run. A step's time is the median
-interval between consecutive step lines of train.log (the first --warmup steps left out). Prints a markdown table
-(appended to --results when given) with the slowdown beside the neighbour for each policy.
+Each case is a real `ftkit train` of the default recipe and model for --steps steps (one log line per step; no
+evaluation), in a fresh process, so OpenMP reads its settings as a user's run would. The neighbour is
+`python -c "while True: pass"`, started just before ftkit and kept busy for the whole run, as it is and under
+`nice -n 19`. A step's time is the median interval between consecutive step lines of train.log (the first
+--warmup steps left out). Prints a markdown table (appended to --results when given) with each time against the
+first case's time alone.
 
-  .venv/bin/python benchmarks/cpu_threads.py --steps 16 --results outputs/benchmarks/cpu_threads.md
+  .venv/bin/python benchmarks/cpu_threads.py --steps 24 --results outputs/benchmarks/cpu_threads.md
 
 Run it on a machine that nothing else uses: the neighbour is the only load it should see.
 """
@@ -27,7 +30,20 @@ from pathlib import Path
 
 FTKIT = Path(sys.executable).with_name("ftkit")
 STEP_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[ftkit\]\[INFO\] - step (\d+): \{'loss'")
-POLICIES = {"OpenMP default (before)": "null", "passive (ftkit's default)": "passive"}
+CORES = len(os.sched_getaffinity(0))
+# name -> the launcher overrides of that case
+CASES = {
+    f"{CORES} threads, OpenMP default wait (before)": [f"launcher.cpu_threads={CORES}"],
+    f"{CORES} threads, passive wait": [f"launcher.cpu_threads={CORES}", "launcher.omp_wait_policy=passive"],
+    "threads follow the load (ftkit's default)": [],
+    "1 thread (the floor beside a busy core)": ["launcher.cpu_threads=1"],
+}
+# neighbour -> the command it runs (None: alone); the niced one is what the issue saw slow a run down
+NEIGHBOURS = {
+    "alone": None,
+    "beside one busy process": [sys.executable, "-c", "while True: pass"],
+    "beside one busy niced process": ["nice", "-n", "19", sys.executable, "-c", "while True: pass"],
+}
 
 
 def step_seconds(log: str, warmup: int) -> float:
@@ -43,12 +59,12 @@ def step_seconds(log: str, warmup: int) -> float:
     return statistics.median((b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False))
 
 
-def one_run(policy: str, steps: int, warmup: int, neighbour: bool, work: Path) -> float:
-    run_dir = work / f"{policy}-{'busy' if neighbour else 'alone'}"
+def one_run(case: int, launcher: list[str], steps: int, warmup: int, neighbour: list[str] | None, work: Path) -> float:
+    run_dir = work / f"case{case}-{len(os.listdir(work))}"
     command = [
         str(FTKIT),
         "train",
-        f"launcher.omp_wait_policy={policy}",
+        *launcher,
         f"trainer.max_steps={steps}",
         "trainer.logging_steps=1",
         "trainer.eval_strategy=no",
@@ -59,7 +75,7 @@ def one_run(policy: str, steps: int, warmup: int, neighbour: bool, work: Path) -
         f"hydra.run.dir={run_dir}",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "KMP_"))}
-    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if neighbour else None
+    busy = subprocess.Popen(neighbour) if neighbour else None
     try:
         started = time.monotonic()
         result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -77,27 +93,31 @@ def one_run(policy: str, steps: int, warmup: int, neighbour: bool, work: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=16, help="training steps per run (default: 16)")
-    parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the median (default: 3)")
+    parser.add_argument("--steps", type=int, default=24, help="training steps per run (default: 24)")
+    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the median (default: 5)")
     parser.add_argument("--results", type=Path, help="markdown file to append the table to")
     args = parser.parse_args()
     if args.steps < args.warmup + 4:
         parser.error(f"--steps must be at least --warmup + 4 = {args.warmup + 4}")
 
-    rows = []
+    rows, before = [], None
     with tempfile.TemporaryDirectory(prefix="ftkit-cpu-threads-") as work:
-        for name, policy in POLICIES.items():
-            alone = one_run(policy, args.steps, args.warmup, False, Path(work))
-            busy = one_run(policy, args.steps, args.warmup, True, Path(work))
-            rows.append(f"| {name} | {alone:.2f} | {busy:.2f} | {busy / alone:.2f}x |")
-    cores = len(os.sched_getaffinity(0))
+        for number, (name, launcher) in enumerate(CASES.items()):
+            seconds = {
+                where: one_run(number, launcher, args.steps, args.warmup, command, Path(work))
+                for where, command in NEIGHBOURS.items()
+            }
+            alone = seconds["alone"]
+            before = alone if before is None else before  # the first case: the fixed count, OpenMP's default
+            cells = [f"{alone:.2f}"] + [f"{s:.2f} ({s / before:.2f}x)" for w, s in seconds.items() if w != "alone"]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(
         [
-            f"CPU training step, default recipe and model, {cores} cores, {time.strftime('%Y-%m-%d')}: median "
-            f"seconds per step over steps {args.warmup + 1}-{args.steps}",
+            f"CPU training step, default recipe and model, {CORES} cores, {time.strftime('%Y-%m-%d')}: median "
+            f"seconds per step over steps {args.warmup + 1}-{args.steps}; in brackets, against the first row alone",
             "",
-            "| OpenMP wait policy | alone | beside one busy process | slowdown |",
-            "| --- | --- | --- | --- |",
+            "| threads | " + " | ".join(NEIGHBOURS) + " |",
+            "| --- |" + " --- |" * len(NEIGHBOURS),
             *rows,
         ]
     )

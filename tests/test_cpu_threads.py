@@ -3,6 +3,7 @@ overrides; benchmarks/cpu_threads.py measures what the policy does beside a busy
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -70,3 +71,64 @@ def test_step_seconds_reads_the_median_step_interval():
     ]
     # after warm-up step 1: intervals 1, 2, 1, 2, 15 -> median 2
     assert bench.step_seconds("\n".join(["noise", *lines]), warmup=1) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("others", "most", "cores", "expected"),
+    [(0.0, 2, 2, 2), (0.4, 2, 2, 2), (0.6, 2, 2, 1), (1.0, 2, 2, 1), (2.0, 2, 2, 1), (1.0, 2, 8, 2), (5.2, 8, 8, 3)],
+)
+def test_threads_are_the_cores_other_processes_leave_free(others, most, cores, expected):
+    assert cpu_threads.threads_for(others, most, cores) == expected
+
+
+def test_other_load_counts_another_process_not_a_niced_one_nor_this_ones_threads():
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    def spin() -> None:
+        stop = time.monotonic() + 1.0
+        while time.monotonic() < stop:
+            pass
+
+    load = cpu_threads.OtherLoad()
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    spinner.join()
+    assert load.cores_busy() < 0.5  # this process's own busy thread is not another process
+    for nice, counted in ((0, True), (19, False)):  # a niced process yields its core to this one: not counted
+        neighbour = subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.3)  # its start-up
+            load.cores_busy()
+            time.sleep(1.0)
+            assert (load.cores_busy() > 0.6) is counted, f"nice {nice}"
+        finally:
+            neighbour.kill()
+            neighbour.wait()
+
+
+def test_follow_cpu_load_sets_and_logs_the_thread_count(caplog):
+    import torch
+
+    from ftkit.training.callbacks import FollowCpuLoad
+
+    class Busy:  # another process keeps one core busy, whatever this one runs
+        last = (0.0, 0.0, 0.0)
+
+        def cores_busy(self) -> float:
+            return 1.0
+
+    running = torch.get_num_threads()
+    torch.set_num_threads(2)
+    follow = FollowCpuLoad(most=2, every=0.0)
+    follow.load, follow.cores = Busy(), 2
+    state = type("State", (), {"global_step": 7})()
+    try:
+        with caplog.at_level(logging.INFO, logger="ftkit"):
+            follow.on_step_end(None, state, None)
+        assert torch.get_num_threads() == 1
+        assert "CPU threads" in caplog.text and "-> 1 at step 7: other processes kept 1.0 of 2 cores" in caplog.text
+    finally:
+        torch.set_num_threads(running)

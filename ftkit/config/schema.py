@@ -61,7 +61,8 @@ class LauncherConfig:
     num_processes: int = 1  # processes per machine (per node under slurm): GPUs, or CPU ranks
     config_file: str | None = None  # accelerate config; None: ftkit/launch/configs/accelerate/<name or backend>.yaml
     main_process_port: int | None = None  # None: a free port
-    # CPU training: threads per process; None: the cores this process may use, shared among the ranks it starts
+    # CPU training: threads per process; None: the cores this process may use, shared among the ranks it starts,
+    # and fewer while other processes keep cores busy (looked at every 2 s of training); a number fixes the count
     cpu_threads: int | None = None
     # None: OpenMP's default (spin a while, then sleep); passive: a waiting thread sleeps at once (less lost beside a
     # busy process, but measured 2x slower per step on an idle 2-core machine); active: it always spins

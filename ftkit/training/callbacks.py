@@ -1,4 +1,5 @@
-"""Trainer callbacks: log lines into train.log, and SIGINT / SIGTERM turned into save-and-stop.
+"""Trainer callbacks: log lines into train.log, SIGINT / SIGTERM turned into save-and-stop, CPU threads that follow
+the machine's load.
 
 LogToFile copies Trainer's log dicts (loss, learning rate, eval loss) into ftkit's log, hence train.log.
 
@@ -6,6 +7,9 @@ StopOnSignal: on SIGINT / SIGTERM finish the step, save a checkpoint, stop, and 
 scheduler sends SIGTERM before it kills a job (SLURM at its time limit or on preemption), and Ctrl-C sends SIGINT;
 either would otherwise lose everything since the last checkpoint. The same signal a second time is not caught: it
 stops the process at once, as the user asked twice.
+
+FollowCpuLoad: every few seconds of CPU training, as many threads as other processes leave cores free
+(ftkit.launch.cpu_threads explains why, and what was measured).
 """
 
 from __future__ import annotations
@@ -33,6 +37,41 @@ class LogToFile(TrainerCallback):
                 "step %d: %s",
                 state.global_step,
                 {k: round(v, 6) if isinstance(v, float) else v for k, v in logs.items()},
+            )
+
+
+class FollowCpuLoad(TrainerCallback):
+    """At the end of a step, at most every `every` seconds: torch's thread count becomes cpu_threads.threads_for the
+    cores other processes kept busy since the last look; each change is logged."""
+
+    def __init__(self, most: int, every: float = 2.0) -> None:
+        from ftkit.launch.cpu_threads import OtherLoad, available_cores
+
+        self.most, self.every, self.cores = most, every, available_cores()
+        self.load = OtherLoad()
+        self.looked = self.load.last[0]
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        import time
+
+        from ftkit.launch.cpu_threads import threads_for
+
+        if time.monotonic() - self.looked < self.every:
+            return
+        others = self.load.cores_busy()
+        self.looked = self.load.last[0]
+        wanted, running = threads_for(others, self.most, self.cores), torch.get_num_threads()
+        if wanted != running:
+            torch.set_num_threads(wanted)
+            log.info(
+                "CPU threads %d -> %d at step %d: other processes kept %.1f of %d cores busy (launcher.cpu_threads=%d "
+                "fixes the count)",
+                running,
+                wanted,
+                state.global_step,
+                others,
+                self.cores,
+                self.most,
             )
 
 

@@ -30,7 +30,7 @@ from ftkit.data.augment import augment, read_synonyms
 from ftkit.data.balance import balance
 from ftkit.data.splits import load_splits, write_record
 from ftkit.errors import FtkitError
-from ftkit.launch.cpu_threads import set_threads
+from ftkit.launch.cpu_threads import follows_load, set_threads
 from ftkit.launch.ranks import is_main_rank
 from ftkit.recipes import Recipe, get_recipe_class
 from ftkit.reporting import tracking
@@ -40,7 +40,7 @@ from ftkit.run_dir import CHECKPOINT_PREFIX, RunDir
 from ftkit.tasks.classification import with_labels_read
 from ftkit.tasks.evaluation import evaluate
 from ftkit.training import patches
-from ftkit.training.callbacks import LogToFile, StopOnSignal, resume_command
+from ftkit.training.callbacks import FollowCpuLoad, LogToFile, StopOnSignal, resume_command
 from ftkit.training.chat_template import end_of_turn_check
 from ftkit.training.data_checks import check_lengths
 from ftkit.training.models import (
@@ -114,6 +114,8 @@ def main(cfg: DictConfig) -> None:
     class_weights = preparation.get("balance", {}).get("class_weights")
     trainer = build_trainer(cfg, args, recipe, model, tokenizer, splits, stop_on_signal, class_weights)
     patches.install(trainer)
+    if follows_load(cfg):  # CPU training without launcher.cpu_threads: fewer threads while other processes run
+        trainer.add_callback(FollowCpuLoad(torch.get_num_threads()))
 
     # ---- train ----------------------------------------------------------------------------------------------
     train_stats = train(trainer, resume_from)
