@@ -178,3 +178,28 @@ def test_padding_free_needs_flash_where_transformers_cannot_keep_packed_examples
     with pytest.raises(FtkitError, match="verified under flash attention.*not None.*flash_attention_2"):
         checks.check(compose(["++trainer.padding_free=true"]))
     checks.check(compose(["++trainer.padding_free=true", "model.attn_implementation=flash_attention_2"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "problem", "fix"),
+    [
+        # an open mapping that is empty here: the key is added with '+'
+        ("model.architecture.hidden_size=64", "model.architecture is empty here", "+model.architecture.hidden_size="),
+        # a wrong key deep down is named at its first wrong part, with the names valid there
+        ("model.nosuch.deep=1", "unknown config key 'model.nosuch'", "architecture, attn_implementation"),
+        ("+model.nosuch=1", "trainer.*, model.architecture.*", "architecture, attn_implementation"),
+    ],
+)
+def test_unknown_keys_name_their_first_wrong_part_and_the_way_to_add_one(override, problem, fix):
+    from ftkit.config.compose import compose
+    from ftkit.errors import FtkitError
+
+    with pytest.raises(FtkitError) as error:
+        compose([override])
+    assert problem in error.value.problem and fix in error.value.fix
+
+
+def test_an_added_model_architecture_field_is_kept():
+    from ftkit.config.compose import compose
+
+    assert compose(["+model.architecture.hidden_size=64"]).model.architecture.hidden_size == 64

@@ -118,8 +118,9 @@ def _check_override_shape(text: str, override: object) -> None:
 
 
 # Keys under which the schema takes names it does not list: any SFTConfig field (checked by name in
-# ftkit.config.overrides) and Hydra's own settings (its plugins validate them).
-OPEN_KEYS = ("trainer.", "hydra.")
+# ftkit.config.overrides), Hydra's own settings (its plugins validate them) and a model config's fields
+# (model.architecture, checked by ftkit.config.checks).
+OPEN_KEYS = ("trainer.", "hydra.", "model.architecture.")
 
 
 def _refuse_added_keys(overrides: list[str], parsed: list, cfg: DictConfig) -> None:
@@ -141,7 +142,8 @@ def _refuse_added_keys(overrides: list[str], parsed: list, cfg: DictConfig) -> N
         key = override.key_or_group
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             prefix = "++" if override.is_force_add() else "+"
-            raise _unknown_key_error(key, base, extra=f"'{prefix}' only adds keys the schema leaves open: trainer.*")
+            open_keys = ", ".join(f"{k}*" for k in OPEN_KEYS if k != "hydra.")
+            raise _unknown_key_error(key, base, extra=f"'{prefix}' only adds keys the schema leaves open: {open_keys}")
 
 
 _ABSENT = object()
@@ -191,9 +193,18 @@ def _composition_error(error: Exception, overrides: list[str]) -> FtkitError:
 
 def _unknown_key_error(full_key: str, base: DictConfig, extra: str = "") -> FtkitError:
     parent, _, name = full_key.rpartition(".")
+    while parent and OmegaConf.select(base, parent, default=None) is None:  # the first part of the key that is wrong
+        parent, _, name = parent.rpartition(".")
     node = OmegaConf.select(base, parent) if parent else base
     candidates = [str(k) for k in node] if isinstance(node, DictConfig) else []
     because = f" ({extra})" if extra else ""
+    if isinstance(node, DictConfig) and not candidates and parent + "." in OPEN_KEYS:
+        # an open mapping that is empty here (model.architecture of a model read from its own files)
+        return FtkitError(
+            f"unknown config key {full_key!r}{because}: {parent} is empty here, so it has no key {name!r} yet",
+            f"add it with '+': +{full_key}=<value> (keys under {parent} are the model config's fields)",
+            where=full_key,
+        )
     hint = closest(name, candidates)
     if hint.startswith("did you mean"):  # otherwise the hint lists them already
         hint += f" (keys under {parent or 'the top level'}: {', '.join(candidates)})"
