@@ -426,6 +426,26 @@ class RunDir:
         run.check_readable()
         return run
 
+    @classmethod
+    def init_chain(cls, given: str | None) -> list[RunDir]:
+        """The finished runs a run starts from, oldest first: recipe.init_from, the run that one started from, and so
+        on (a DPO run can start from a DPO run that started from an SFT run). [] without init_from."""
+        chain: list[RunDir] = []
+        while given:
+            run = cls.finished(given, "recipe.init_from", "recipe.init_from")
+            if any(run.path.resolve() == earlier.path.resolve() for earlier in chain):
+                raise FtkitError(
+                    f"recipe.init_from leads back to {run.path}: the runs start from one another in a circle",
+                    "point recipe.init_from at the SFT run the chain starts with",
+                    where="recipe.init_from",
+                )
+            chain.append(run)
+            recipe = run.saved_config()["recipe"]
+            given = recipe.get("init_from") if isinstance(recipe, dict) else None
+            if not isinstance(given, str):
+                given = None
+        return chain[::-1]
+
     def refuse_if_holds_run(self, where: str) -> None:
         """A new run never writes into a directory that holds one (resume continues a run in its own)."""
         if self.holds_run():

@@ -22,12 +22,14 @@ class Recipe(Protocol):
 
     primary_metric: ClassVar[str]  # key in score()'s result that selects and summarises runs
     greater_is_better: ClassVar[bool]
+    trains_with: ClassVar[str]  # "sft": TRL's SFTTrainer; "dpo": its DPOTrainer (ftkit.training.preference_trainer)
     # SFTConfig settings the task needs (e.g. {"assistant_only_loss": True}); trainer.* overrides still win.
     sft_config: ClassVar[dict[str, Any]]
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
-        """Cross-field rules on the recipe config; raise FtkitError. Runs before anything loads."""
+        """Cross-field rules on the recipe config; raise FtkitError. Runs before anything loads. A recipe may also
+        define check_run(cls, cfg) for rules on the whole config (ftkit.config.checks calls it when present)."""
 
     def __init__(self, cfg: DictConfig) -> None: ...
 
@@ -80,6 +82,14 @@ def schemas() -> dict[str, type]:
         if schema is not None:
             found[name] = schema
     return found
+
+
+def trainer_profile(name: str) -> str:
+    """The trainer option (conf/trainer/) a recipe starts with unless the command line picks one: the recipe class's
+    trainer_profile (preference: DPO's learning rate and sampling), else default."""
+    if name not in names():
+        return "default"  # Hydra reports the unknown recipe option itself
+    return getattr(get_recipe_class(name), "trainer_profile", "default")
 
 
 def get_recipe_class(name: str) -> type[Recipe]:

@@ -46,6 +46,7 @@ SCHEMA = MultitaskConfig
 class MultitaskRecipe:
     primary_metric = "mean_primary"
     greater_is_better = True
+    trains_with = "sft"
     sft_config: ClassVar[dict[str, Any]] = {}
     serves: ClassVar[tuple[str, ...]] = ()  # ftkit serve: chat only (a request would not say which task it is)
     split_reader = None  # each task reads its own files; no split of one file to record

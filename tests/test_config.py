@@ -45,12 +45,12 @@ def test_help_lists_groups_and_options(run_ftkit):
     result = run_ftkit("train", "--help")
     assert result.returncode == 0
     for line in (
-        "recipe: multitask, ner, report, sentiment, sft_instruct, tickets",
+        "recipe: multitask, ner, preference, report, sentiment, sft_instruct, tickets",
         "model: gemma2_2b, gemma2_9b, llama3_1_8b, llama3_2_1b, llama3_2_3b, mistral_7b_v0_3, phi3_5_mini, "
         "qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_7b, qwen3_0_6b, qwen3_4b, qwen3_8b, smollm2_135m, smollm2_1_7b, "
         "smollm2_360m",
         "peft: dora, lora, none, qlora",
-        "trainer: default, gpu",
+        "trainer: default, gpu, preference",
         "launcher: ddp, deepspeed_zero2, deepspeed_zero2_offload, deepspeed_zero3, deepspeed_zero3_offload, fsdp, "
         "local, slurm",
         "logger: none",

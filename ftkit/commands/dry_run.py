@@ -168,7 +168,10 @@ def planned_launch(cfg: DictConfig, overrides: list[str]) -> str:
 
 
 def data_statistics(recipe: Any, tokenizer: Any, records: list[dict[str, Any]], max_length: int) -> dict[str, Any]:
-    lengths = [len(example_ids(tokenizer, recipe.to_example(r))) for r in records]
+    from ftkit.training.data_checks import example_lengths
+
+    # as the trainer sees them: prompt + completion, whole messages, or a pair's longer answer
+    lengths = example_lengths(tokenizer, [recipe.to_example(r) for r in records]) if records else []
     return {
         "examples": len(lengths),
         "tokens": sum(lengths),
@@ -176,13 +179,6 @@ def data_statistics(recipe: Any, tokenizer: Any, records: list[dict[str, Any]], 
         "longest": max(lengths, default=0),
         "truncated": sum(n > max_length for n in lengths),
     }
-
-
-def example_ids(tokenizer: Any, example: dict[str, Any]) -> list[int]:
-    """Token ids of one training example as SFTTrainer sees it (prompt + completion, or whole messages)."""
-    messages = example.get("messages") or [*example["prompt"], *example["completion"]]
-    ids = tokenizer.apply_chat_template(messages, tokenize=True)
-    return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
 
 
 def parameter_counts(cfg: DictConfig, config: Any) -> dict[str, int]:

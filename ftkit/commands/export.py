@@ -9,10 +9,12 @@ Supports:
   (float32 by default), not in 4 bits; the card says so.
 - merge=true, full fine-tuning run (peft=none, <run>/model): that folder as it is, plus the card.
 - merge=false: the adapter alone (weights, adapter_config.json, tokenizer) and a card naming the base it needs.
+- A preference run that started from another run (recipe.init_from): that run's adapter is merged into the base
+  first, then this run's; merge=false is refused (its adapter needs the merged base, not the plain one).
 
 The folder is written under a temporary name next to out and renamed at the end, so a failed export leaves
 nothing behind. Raises FtkitError (exit 2) when run= is not a finished ftkit run, out exists, merge= is not
-true/false, or merge=false is asked of a run that has no adapter.
+true/false, or merge=false is asked of a run that has no adapter or that started from another run.
 """
 
 from __future__ import annotations
@@ -100,6 +102,14 @@ def check_request(run: str | None, out: str | None, merge: str) -> tuple[RunDir,
             f"export the model itself: ftkit export run={run_dir}",
             where="merge",
         )
+    started_from = run_dir.saved_config()["recipe"].get("init_from")
+    if not merged and started_from:
+        raise FtkitError(
+            f"{run_dir} trained its adapter on top of {started_from} merged into the base (recipe.init_from): the "
+            "adapter alone does not work on the plain base model",
+            f"export the merged model: ftkit export run={run_dir}",
+            where="merge",
+        )
     target = Path(out).expanduser() if out else run_dir.export_dir(merged)
     if target.exists():
         raise FtkitError(
@@ -126,11 +136,12 @@ def _write_merged(cfg: DictConfig, adapter: Path, folder: Path) -> None:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from ftkit.training.models import load_model_and_tokenizer
+    from ftkit.training.models import load_model_and_tokenizer, merge_init_runs
 
     # QLoRA: the adapter merges into the de-quantized base, loaded unquantized in the 4-bit compute dtype.
     dtype = cfg.peft.compute_dtype if cfg.peft.method == "qlora" else cfg.model.dtype
     base, tokenizer = load_model_and_tokenizer(OmegaConf.merge(cfg.model, {"dtype": dtype}))  # no peft: no 4 bits
+    base = merge_init_runs(base, cfg)  # a preference run: the run it started from, merged first
     if (adapter / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(adapter))  # the tokenizer the run trained and saved
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -97,7 +97,10 @@ def check(cfg: DictConfig) -> None:
 
     check_peft(cfg)
     check_launcher(cfg)
-    get_recipe_class(cfg.recipe.name).check_config(cfg.recipe)
+    recipe_class = get_recipe_class(cfg.recipe.name)
+    recipe_class.check_config(cfg.recipe)
+    if hasattr(recipe_class, "check_run"):  # a recipe's rules on the rest of the config (preference: DPO's needs)
+        recipe_class.check_run(cfg)
 
 
 def _check_resolves(cfg: DictConfig) -> None:

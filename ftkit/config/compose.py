@@ -28,6 +28,10 @@ def register_schemas() -> None:
     # For conf/trainer/gpu.yaml: checkpoint activations from a model size on, Liger kernels where installed.
     if not OmegaConf.has_resolver("ftkit_at_least"):
         OmegaConf.register_new_resolver("ftkit_at_least", lambda value, floor: value is not None and value >= floor)
+    if not OmegaConf.has_resolver("ftkit_trainer_for"):  # conf/train.yaml: the trainer profile a recipe starts with
+        from ftkit.recipes import trainer_profile
+
+        OmegaConf.register_new_resolver("ftkit_trainer_for", trainer_profile)
     if not OmegaConf.has_resolver("ftkit_installed"):
         OmegaConf.register_new_resolver("ftkit_installed", package_installed)
     store = ConfigStore.instance()

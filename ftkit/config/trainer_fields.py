@@ -64,6 +64,22 @@ RANGES: dict[str, tuple[str, Any]] = {
 }
 
 
+# SFTConfig fields that TRL's DPOConfig lacks: refused for recipe=preference (DPO); tests/test_preference.py checks the
+# list against the installed TRL.
+SFT_ONLY = (
+    "assistant_only_loss",
+    "chat_template_path",
+    "completion_only_loss",
+    "dataset_kwargs",
+    "dataset_text_field",
+    "eos_token",
+    "eval_packing",
+    "packing",
+    "packing_strategy",
+    "shuffle_dataset",
+)
+
+
 # Fields transformers 5 renamed (the old name warns on every run and goes in v6): trainer.<old name> still works, and
 # is passed on under the new name where the installed version has it.
 RENAMED = {

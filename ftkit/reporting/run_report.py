@@ -95,10 +95,12 @@ def uncertainty_of(
 ) -> dict[str, Any] | None:
     """Intervals of each system's scores on the test records and the first system's paired tests against the
     others (systems: name -> evaluation result; ftkit train puts the fine-tuned model first, ftkit eval has one);
-    None without resamples, test records, or a per-example form of the recipe's metrics (instruct, multitask)."""
+    None without resamples, test records, or a per-example form of the recipe's metrics (instruct, multitask);
+    preference pairs: intervals of the mean per-pair outcomes, paired bootstrap of preference accuracy."""
     from ftkit.reporting import statistics
     from ftkit.tasks.classification import ClassificationTask
     from ftkit.tasks.ner import NerTask
+    from ftkit.tasks.preference import NOT_SHARES, PreferenceTask
 
     if not samples or not test:
         return None
@@ -110,6 +112,9 @@ def uncertainty_of(
     if isinstance(recipe, NerTask):
         counts = {name: recipe.entity_counts(result["predictions"], test) for name, result in systems.items()}
         return statistics.entity_uncertainty(counts, samples, seed)
+    if isinstance(recipe, PreferenceTask):
+        outcomes = {name: recipe.outcomes(result["predictions"]) for name, result in systems.items()}
+        return statistics.mean_uncertainty(outcomes, recipe.primary_metric, samples, seed, NOT_SHARES)
     return None
 
 
@@ -129,7 +134,8 @@ def summary_table(metrics: dict[str, Any], primary: str) -> str:
     baselines = metrics.get("baselines") or {}  # runs before baselines existed have none
     # Multitask runs also put each task's primary metric at the top level as "<task>/<metric>".
     per_task = [k for k in tuned if "/" in k and isinstance(tuned[k], (int, float))]
-    common = [k for k in ("macro_f1", "micro_f1", "rouge_l", "bleu", "perplexity") if k in tuned and k != primary]
+    shown = ("macro_f1", "micro_f1", "reward_margin", "likelihood_accuracy", "rouge_l", "field_accuracy", "bleu")
+    common = [k for k in (*shown, "perplexity") if k in tuned and k != primary]
     headline = [primary, *per_task, *common]
 
     def cell(value: Any, fmt: str = ".4f") -> str:
@@ -188,9 +194,16 @@ def uncertainty_sentences(metrics: dict[str, Any]) -> list[str]:
             f"One gold entity moves entity recall by {uncertainty['points_per_example']['micro_recall']:.1f} points "
             f"({uncertainty['gold_entities']} gold entities in {n} test sentences)."
         )
+    else:
+        lines += [
+            f"One test example moves {name} by {points:.1f} points ({n} test examples)."
+            for name, points in uncertainty["points_per_example"].items()
+        ]
     for name, interval in uncertainty["intervals"]["finetuned"].items():
         width, value = interval[1] - interval[0], metrics["finetuned"][name]
-        if width >= WIDE:
+        if name in uncertainty.get("not_shares", ()):  # e.g. a reward margin: no percentage points
+            lines.append(f"Fine-tuned {name} {value:.4f} (95% interval {_span(interval)}).")
+        elif width >= WIDE:
             lines.append(
                 f"Fine-tuned {name} {value:.4f} (95% interval {_span(interval)}) is uncertain: the interval is wide, "
                 f"{100 * width:.1f} points; this test split cannot pin the score down more closely."
@@ -199,7 +212,10 @@ def uncertainty_sentences(metrics: dict[str, Any]) -> list[str]:
             lines.append(f"Fine-tuned {name} {value:.4f} (95% interval {_span(interval)}, {100 * width:.1f} points).")
     for other, result in uncertainty["paired_tests"].items():
         if "difference" in result:
-            detail = f"entity F1 difference {result['difference']:+.4f} (95% interval {_span(result['interval'])})"
+            detail = (
+                f"{result.get('metric', 'entity F1')} difference {result['difference']:+.4f} "
+                f"(95% interval {_span(result['interval'])})"
+            )
             finetuned_ahead = result["difference"] > 0
         else:
             detail = (
@@ -239,8 +255,9 @@ def _uncertainty_markdown(metrics: dict[str, Any]) -> list[str]:
     if tests:
         lines.append("")
         if any("difference" in result for result in tests.values()):
+            compared = next(iter(tests.values())).get("metric", "F1")  # entity F1, or a mean (preference_accuracy)
             lines += [
-                "| fine-tuned vs | test | F1 difference | 95% interval | p | significant at 0.05 |",
+                f"| fine-tuned vs | test | {compared} difference | 95% interval | p | significant at 0.05 |",
                 "| --- | --- | --- | --- | --- | --- |",
             ]
             lines += [

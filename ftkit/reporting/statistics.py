@@ -12,9 +12,11 @@ Pure functions of per-example outcomes (numpy and the standard library; no model
 - Paired tests: `mcnemar` (exact two-sided binomial test on the discordant pairs when there are fewer than
   EXACT_BELOW of them, else chi-square with continuity correction; the result names which);
   `paired_bootstrap_f1` (two-sided p of the entity F1 difference from the resampled differences).
+  `paired_bootstrap_mean` (the same for the mean of a per-example outcome, e.g. a preference pair ranked right).
 - `points_per_example`: how many percentage points one test example moves accuracy (100 / n).
 - What a run's report holds: `classification_uncertainty` (intervals for each system, McNemar of the first
-  against each other) and `entity_uncertainty` (intervals, paired bootstrap of entity F1), as JSON-ready dicts.
+  against each other), `entity_uncertainty` (intervals, paired bootstrap of entity F1) and `mean_uncertainty`
+  (intervals of per-example means, paired bootstrap of the first), as JSON-ready dicts.
 
 Raises ValueError for inputs of unequal length, an empty test set, or fewer than one resample.
 """
@@ -149,6 +151,27 @@ def paired_bootstrap_f1(
     }
 
 
+def paired_bootstrap_mean(
+    outcomes: Sequence[float], other_outcomes: Sequence[float], samples: int, seed: int, metric: str
+) -> dict[str, Any]:
+    """The mean of a per-example outcome for a system minus another's on the same examples: the difference, its
+    95% interval and the two-sided p read from the resampled differences, as paired_bootstrap_f1 does."""
+    _check_lengths(outcomes, other_outcomes)
+    differences_per_example = np.asarray(outcomes, dtype=float) - np.asarray(other_outcomes, dtype=float)
+    n = len(differences_per_example)
+    differences = np.concatenate([w @ differences_per_example / n for w in resample_counts(n, samples, seed)])
+    at_most, at_least = int((differences <= 0).sum()), int((differences >= 0).sum())
+    p_value = min(1.0, 2 * (min(at_most, at_least) + 1) / (samples + 1))
+    return {
+        "test": f"paired bootstrap of {metric}, {samples} resamples",
+        "metric": metric,
+        "difference": float(differences_per_example.mean()),
+        "interval": percentile_interval(differences),
+        "p_value": p_value,
+        "significant": p_value < ALPHA,
+    }
+
+
 def mcnemar(correct: Sequence[bool], other_correct: Sequence[bool]) -> dict[str, Any]:
     """McNemar's test of two classifiers on the same examples, from the discordant pairs: b = examples only the
     first gets right, c = only the other. Fewer than EXACT_BELOW discordant pairs: exact two-sided binomial
@@ -205,6 +228,41 @@ def entity_uncertainty(counts: dict[str, Sequence[Sequence[int]]], samples: int,
         "points_per_example": {"micro_recall": points_per_example(gold_entities)} if gold_entities else {},
         "intervals": {name: entity_intervals(c, samples, seed) for name, c in counts.items()},
         "paired_tests": {name: paired_bootstrap_f1(counts[reference], counts[name], samples, seed) for name in others},
+    }
+
+
+def mean_uncertainty(
+    outcomes: dict[str, dict[str, Sequence[float]]],
+    paired_metric: str,
+    samples: int,
+    seed: int,
+    not_shares: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Intervals of the mean of each per-example outcome for each system (name -> {metric: one value per example}),
+    and the paired bootstrap of the first system's paired_metric against each other one's. not_shares: the metrics
+    that are not shares of examples (their intervals are not read in percentage points)."""
+    reference, *others = outcomes
+    n = len(outcomes[reference][paired_metric])
+    intervals = {}
+    for name, by_metric in outcomes.items():
+        intervals[name] = {}
+        for metric, values in by_metric.items():
+            array = np.asarray(values, dtype=float)
+            _check_lengths(array, outcomes[reference][paired_metric])
+            intervals[name][metric] = percentile_interval(
+                np.concatenate([w @ array / n for w in resample_counts(n, samples, seed)])
+            )
+    return {
+        **_resampling(n, samples, seed),
+        "points_per_example": {paired_metric: points_per_example(n)},
+        "not_shares": list(not_shares),
+        "intervals": intervals,
+        "paired_tests": {
+            name: paired_bootstrap_mean(
+                outcomes[reference][paired_metric], outcomes[name][paired_metric], samples, seed, paired_metric
+            )
+            for name in others
+        },
     }
 
 

@@ -46,7 +46,10 @@ class Served:
 
 
 def _same_base(cfg: Any) -> tuple[Any, ...]:
-    return (cfg.model.path, cfg.model.gguf_file, cfg.model.revision, cfg.peft.method == "qlora")
+    """What must match for adapters to share one base: the model, 4 bits or not, and the runs merged into it first
+    (a preference run's recipe.init_from chain)."""
+    merged_in = tuple(str(run.path.resolve()) for run in RunDir.init_chain(cfg.recipe.get("init_from")))
+    return (cfg.model.path, cfg.model.gguf_file, cfg.model.revision, cfg.peft.method == "qlora", merged_in)
 
 
 def load(runs: list[RunSpec]) -> Served:
@@ -62,9 +65,11 @@ def load(runs: list[RunSpec]) -> Served:
     for run, cfg in zip(runs[1:], configs[1:], strict=True):
         if _same_base(cfg) != _same_base(first):
             raise FtkitError(
-                f"{run.run_dir} was trained on base model {cfg.model.path} ({cfg.peft.method}), and "
-                f"{runs[0].run_dir} on {first.model.path} ({first.peft.method}); served adapters share one base",
-                "serve runs of one base model (and all QLoRA or none) together, and others from a second server",
+                f"{run.run_dir} was trained on base model {cfg.model.path} ({cfg.peft.method}, started from "
+                f"{cfg.recipe.get('init_from')}), and {runs[0].run_dir} on {first.model.path} ({first.peft.method}, "
+                f"started from {first.recipe.get('init_from')}); served adapters share one base",
+                "serve runs of one base model (all QLoRA or none, and started from the same run) together, and others "
+                "from a second server",
                 where="--run",
             )
     whole = [run for run, run_dir in zip(runs, finished, strict=True) if run_dir.trained_weights() == run_dir.model_dir]
@@ -90,9 +95,10 @@ def load(runs: list[RunSpec]) -> Served:
     else:
         from peft import PeftModel
 
-        from ftkit.training.models import load_model_and_tokenizer
+        from ftkit.training.models import load_model_and_tokenizer, merge_init_runs
 
         model, tokenizer = load_model_and_tokenizer(first.model, first.peft)
+        model = merge_init_runs(model, first)  # preference runs: the run they started from, merged in
         for index, (run_dir, name) in enumerate(zip(finished, names, strict=True)):
             adapter = str(run_dir.trained_weights())
             if index == 0:

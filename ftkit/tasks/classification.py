@@ -86,6 +86,7 @@ class ClassificationTask:
     primary_metric = "accuracy"
     greater_is_better = True
     serves: ClassVar[tuple[str, ...]] = ("classify",)  # ftkit serve's /v1/classify
+    trains_with = "sft"
     sft_config: ClassVar[dict[str, Any]] = {}  # prompt-completion examples: TRL's completion-only loss is the default
     item: ClassVar[str] = "text"
 

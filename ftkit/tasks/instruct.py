@@ -52,6 +52,7 @@ class InstructTask:
     primary_metric = "rouge_l"
     greater_is_better = True
     # Prompt/completion examples: loss on the completion (the assistant turn) only.
+    trains_with = "sft"
     sft_config: dict[str, Any] = {"completion_only_loss": True}
     serves: tuple[str, ...] = ()  # ftkit serve: chat only
 

@@ -59,6 +59,7 @@ class NerTask:
     primary_metric = "micro_f1"
     greater_is_better = True
     serves: tuple[str, ...] = ("extract",)  # ftkit serve's /v1/extract
+    trains_with = "sft"
     sft_config: dict[str, Any] = {}  # prompt-completion examples: TRL's completion-only loss is the default
 
     @classmethod

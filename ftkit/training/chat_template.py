@@ -137,6 +137,8 @@ def end_of_turn_check(cfg: Any, recipe: Any, records: list[dict[str, Any]]) -> C
             log.info("End-of-turn check skipped: trainer.chat_template_path replaces the template later")
             return
         example = recipe.to_example(records[0])
+        if "chosen" in example:  # DPO trains the chosen answer after the prompt, as SFT trains a completion
+            example = {"prompt": example["prompt"], "completion": example["chosen"]}
         if not isinstance(example.get("prompt", example.get("messages")), list):
             return  # plain text, no chat template
         check_end_of_turn(tokenizer, example, assistant_only, stop_ids, where="model.path")

@@ -113,13 +113,22 @@ def check_lengths(
 
 
 def example_lengths(tokenizer: Any, examples: list[Record]) -> list[int]:
-    """Token counts of conversational examples under the tokenizer's chat template, tokenized in one batch."""
-    conversations = [
-        example["messages"] if "messages" in example else example["prompt"] + example["completion"]
-        for example in examples
-    ]
-    texts = tokenizer.apply_chat_template(conversations, tokenize=False)
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    """Token counts of conversational examples under the tokenizer's chat template, tokenized in one batch; a
+    preference example counts its longer answer (the trainer builds prompt + chosen and prompt + rejected)."""
+    sequences = [sequences_of(example) for example in examples]
+    texts = tokenizer.apply_chat_template([s for each in sequences for s in each], tokenize=False)
+    counts = iter(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return [max(next(counts) for _ in each) for each in sequences]
+
+
+def sequences_of(example: Record) -> list[list[dict[str, Any]]]:
+    """The conversations a trainer builds from one example: messages, prompt + completion, or for a preference
+    pair prompt + chosen and prompt + rejected."""
+    if "messages" in example:
+        return [example["messages"]]
+    if "chosen" in example:
+        return [example["prompt"] + example["chosen"], example["prompt"] + example["rejected"]]
+    return [example["prompt"] + example["completion"]]
 
 
 def example_input(example: Record) -> list[dict[str, Any]]:

@@ -385,6 +385,7 @@ def load_trained(cfg: DictConfig, run: RunDir | None) -> tuple[Any, Any]:
         saved = OmegaConf.merge(cfg.model, {"path": str(weights), "gguf_file": None, "revision": None})
         return load_model_and_tokenizer(saved)
     model, tokenizer = load_model_and_tokenizer(cfg.model, cfg.peft)
+    model = merge_init_runs(model, cfg)  # a preference run trained on top of the run(s) it started from
     if weights is not None:
         from peft import PeftModel
 
@@ -392,6 +393,18 @@ def load_trained(cfg: DictConfig, run: RunDir | None) -> tuple[Any, Any]:
         _adapter_dtype_as_saved(model, weights)
         model.eval()
     return model, tokenizer
+
+
+def merge_init_runs(model: Any, cfg: DictConfig) -> Any:
+    """model with the adapters of recipe.init_from's chain merged into its weights, oldest first: the model a
+    preference run starts from (RunDir.init_chain); model itself without recipe.init_from."""
+    for run in RunDir.init_chain(cfg.recipe.get("init_from")):
+        from peft import PeftModel
+
+        adapter = run.trained_weights()
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        log.info("Merged the adapter of %s into the base weights (recipe.init_from)", run.path)
+    return model
 
 
 def _adapter_dtype_as_saved(model: Any, folder: Path) -> None:

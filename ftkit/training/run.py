@@ -47,6 +47,7 @@ from ftkit.training.models import (
     adapter_config,
     check_adapter_targets,
     load_model_and_tokenizer,
+    merge_init_runs,
     whole_model_on_each_rank,
 )
 from ftkit.training.trainer import LOSS_WEIGHT, FtkitSFTTrainer
@@ -91,6 +92,7 @@ def main(cfg: DictConfig) -> None:
             trainer_fields.activation_checkpointing(cfg.trainer),
             end_of_turn_check(cfg, recipe, splits["train"]),  # the answer's end is trained, or refused here
         )
+        model = merge_init_runs(model, cfg)  # recipe.init_from (preference): the SFT run this one starts from
     splits["train"] = check_lengths(recipe, cfg, tokenizer, splits["train"])
     # Baselines (classification) learn from the training split as read and checked, before any balancing or
     # augmentation: the plain data a simple model would get. Seconds, on the rank that writes the report.
@@ -201,16 +203,25 @@ def prepare_training_split(
     return findings
 
 
-def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> SFTConfig:
+def training_arguments(cfg: DictConfig, recipe: Recipe, run_dir: Path) -> Any:
+    """SFTConfig, or DPOConfig for a recipe that trains with DPO (ftkit.training.preference_trainer)."""
     trainer_settings = trainer_fields.current_names(OmegaConf.to_container(cfg.trainer, resolve=True))
+    run_settings = {
+        "output_dir": str(RunDir(run_dir).checkpoints_dir),
+        "report_to": tracking.report_to(cfg),
+        # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
+        "use_cpu": not torch.cuda.is_available(),
+    }
     try:
+        if recipe.trains_with == "dpo":
+            from ftkit.training.preference_trainer import dpo_arguments
+
+            settings = {**run_settings, **early_stopping_arguments(cfg, recipe), **trainer_settings}
+            return dpo_arguments(cfg.recipe, cfg.model.max_length, settings)
         # The recipe's needs first (e.g. loss on assistant turns only), then the user's trainer.* settings.
         return SFTConfig(
-            output_dir=str(RunDir(run_dir).checkpoints_dir),
-            report_to=tracking.report_to(cfg),
+            **run_settings,
             max_length=trl_max_length(cfg),
-            # accelerate only forms a CPU process group (gloo) for ranks that say they are on the CPU
-            use_cpu=not torch.cuda.is_available(),
             **{**recipe.sft_config, **early_stopping_arguments(cfg, recipe), **trainer_settings},
         )
     except (ValueError, TypeError) as error:
@@ -247,15 +258,16 @@ def early_stopping_arguments(cfg: DictConfig, recipe: Recipe) -> dict[str, Any]:
 
 def build_trainer(
     cfg: DictConfig,
-    args: SFTConfig,
+    args: Any,
     recipe: Recipe,
     model: Any,
     tokenizer: Any,
     splits: dict[str, list],
     stop_on_signal: StopOnSignal,
     class_weights: dict[str, float] | None = None,
-) -> FtkitSFTTrainer:
-    """The trainer; with class_weights (label -> weight) each training example carries its class's loss weight."""
+) -> Any:
+    """The trainer (FtkitSFTTrainer, or FtkitDPOTrainer for a DPO recipe); with class_weights (label -> weight) each
+    training example carries its class's loss weight."""
     validation = splits.get("validation")
 
     def training_example(record: dict[str, Any]) -> dict[str, Any]:
@@ -269,19 +281,23 @@ def build_trainer(
 
     if cfg.early_stopping.patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping.patience, cfg.early_stopping.threshold))
-    trainer = FtkitSFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list([training_example(r) for r in splits["train"]]),
-        eval_dataset=Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
-        processing_class=tokenizer,
-        peft_config=adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
-        callbacks=callbacks,
-        loraplus_lr_ratio=cfg.peft.get("loraplus_lr_ratio"),
-        validation_scorer=score_validation if cfg.early_stopping.patience else None,
-        cache_preprocessing=cfg.cache_preprocessing,  # a later run on the same data skips tokenizing
-    )
-    return trainer
+    common = {
+        "model": model,
+        "args": args,
+        "train_dataset": Dataset.from_list([training_example(r) for r in splits["train"]]),
+        "eval_dataset": Dataset.from_list([recipe.to_example(r) for r in validation]) if validation else None,
+        "processing_class": tokenizer,
+        "peft_config": adapter_config(cfg.peft, model),  # None for peft=none: every weight trains
+        "callbacks": callbacks,
+        "loraplus_lr_ratio": cfg.peft.get("loraplus_lr_ratio"),
+        "validation_scorer": score_validation if cfg.early_stopping.patience else None,
+    }
+    if recipe.trains_with == "dpo":
+        from ftkit.training.preference_trainer import FtkitDPOTrainer
+
+        return FtkitDPOTrainer(**common)
+    # a later run on the same data skips tokenizing
+    return FtkitSFTTrainer(**common, cache_preprocessing=cfg.cache_preprocessing)
 
 
 def log_rank_summary(trainer: FtkitSFTTrainer, stats: dict[str, Any]) -> None:

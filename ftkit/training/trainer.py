@@ -1,5 +1,7 @@
-"""ftkit's SFTTrainer: TRL's, plus LoRA+, the recipe's own metric at each evaluation, cached data preparation,
-seeded length-grouped batches in random order, and a loss weighted per example (data.balance=class_weights).
+"""ftkit's trainers' shared additions (TrainerAdditions: LoRA+, the recipe's own metric at each evaluation; the DPO
+trainer takes them too, ftkit.training.preference_trainer) and ftkit's SFTTrainer: TRL's, plus those, cached data
+preparation, seeded length-grouped batches in random order, and a loss weighted per example
+(data.balance=class_weights).
 
 Trainer's evaluation knows only the loss. Early stopping on a task metric (accuracy, entity F1, ROUGE-L) needs
 the recipe's predictions on the validation split, so evaluation_loop adds them to the metrics; Trainer's own
@@ -41,17 +43,14 @@ LOSS_WEIGHT = "loss_weight"  # the training examples' column: the weight of each
 TOKEN_WEIGHTS = "token_loss_weights"  # the batch's key: each token's weight, shaped like the labels
 
 
-class FtkitSFTTrainer(SFTTrainer):
-    """SFTTrainer with these additions.
+class TrainerAdditions:
+    """What ftkit adds to a TRL trainer, for FtkitSFTTrainer here and ftkit.training.preference_trainer's
+    FtkitDPOTrainer alike (a mixin, first in their bases):
 
     loraplus_lr_ratio: the optimizer gives LoRA's B matrices a larger learning rate (LoRA+, PEFT's optimizer);
         built in create_optimizer, as Trainer builds its own, so DeepSpeed and FSDP still wrap it the usual way.
     validation_scorer: model -> the recipe's metrics on the validation split; they join each evaluation's
         metrics as eval_<name> (e.g. eval_accuracy) for metric_for_best_model and early stopping.
-    cache_preprocessing: TRL's dataset preparation is read from / written to the preprocessing cache
-        (ftkit.training.preprocess_cache); False: TRL prepares every time.
-    Length-grouped batches come from EpochSeededLengthGroupedSampler (below).
-    A "loss_weight" column in train_dataset (given by keyword) weighs each example's loss (the module's docstring).
     """
 
     def __init__(
@@ -59,11 +58,51 @@ class FtkitSFTTrainer(SFTTrainer):
         *args: Any,
         loraplus_lr_ratio: float | None = None,
         validation_scorer: Callable[[Any], dict[str, Any]] | None = None,
-        cache_preprocessing: bool = True,
         **kwargs: Any,
     ) -> None:
         self.loraplus_lr_ratio = loraplus_lr_ratio
         self.validation_scorer = validation_scorer
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        if self.optimizer is None and self.loraplus_lr_ratio:
+            from peft.optimizers import create_loraplus_optimizer
+
+            optimizer_class, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer = create_loraplus_optimizer(
+                self.model,
+                optimizer_class,
+                loraplus_lr_ratio=self.loraplus_lr_ratio,
+                loraplus_weight_decay=self.args.weight_decay,
+                **kwargs,
+            )
+        return super().create_optimizer(model)
+
+    def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if self.validation_scorer is not None and metric_key_prefix == "eval":
+            scores = self.validation_scorer(self.model)
+            # Numbers only: per-class tables and confusion matrices stay in the final report.
+            output.metrics.update(
+                {
+                    f"{metric_key_prefix}_{name}": value
+                    for name, value in scores.items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)
+                }
+            )
+        return output
+
+
+class FtkitSFTTrainer(TrainerAdditions, SFTTrainer):
+    """SFTTrainer with TrainerAdditions (LoRA+, validation metrics) and these.
+
+    cache_preprocessing: TRL's dataset preparation is read from / written to the preprocessing cache
+        (ftkit.training.preprocess_cache); False: TRL prepares every time.
+    Length-grouped batches come from EpochSeededLengthGroupedSampler (below).
+    A "loss_weight" column in train_dataset (given by keyword) weighs each example's loss (the module's docstring).
+    """
+
+    def __init__(self, *args: Any, cache_preprocessing: bool = True, **kwargs: Any) -> None:
         self.cache_preprocessing = cache_preprocessing  # set before SFTTrainer.__init__ prepares the datasets
         self.weighs_examples = LOSS_WEIGHT in getattr(kwargs.get("train_dataset"), "column_names", ())
         super().__init__(*args, **kwargs)
@@ -120,40 +159,12 @@ class FtkitSFTTrainer(SFTTrainer):
             )
         return result
 
-    def create_optimizer(self, model: Any = None) -> Any:
-        if self.optimizer is None and self.loraplus_lr_ratio:
-            from peft.optimizers import create_loraplus_optimizer
-
-            optimizer_class, kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer = create_loraplus_optimizer(
-                self.model,
-                optimizer_class,
-                loraplus_lr_ratio=self.loraplus_lr_ratio,
-                loraplus_weight_decay=self.args.weight_decay,
-                **kwargs,
-            )
-        return super().create_optimizer(model)
-
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         sampler = super()._get_train_sampler(train_dataset)
         if type(sampler) is LengthGroupedSampler:
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
         return sampler
-
-    def evaluation_loop(self, *args: Any, metric_key_prefix: str = "eval", **kwargs: Any) -> Any:
-        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
-        if self.validation_scorer is not None and metric_key_prefix == "eval":
-            scores = self.validation_scorer(self.model)
-            # Numbers only: per-class tables and confusion matrices stay in the final report.
-            output.metrics.update(
-                {
-                    f"{metric_key_prefix}_{name}": value
-                    for name, value in scores.items()
-                    if isinstance(value, (int, float)) and not isinstance(value, bool)
-                }
-            )
-        return output
 
     def _prepare_dataset(
         self,
