@@ -309,3 +309,19 @@ def test_rouge_l_and_bleu_agree_with_the_libraries():
     reference = "Asset: P-1\nFailure: seal leak\nDowntime: 3 h"
     assert field_accuracy(["asset: p-1\nFailure:  seal leak\nDowntime: 4 h"], [reference]) == pytest.approx(2 / 3)
     assert field_accuracy(["anything"], ["The downtime was 3 h."]) is None
+
+
+def test_a_list_of_files_is_read_interleaved_and_a_missing_one_is_named_by_its_place(tmp_path):
+    def chats(tag: str, count: int) -> list[dict]:
+        return [{"messages": [{"role": "user", "content": f"{tag} {i}"}, {"role": "assistant", "content": "ok"}]}
+                for i in range(count)]  # fmt: skip
+
+    first, second = write_jsonl(tmp_path / "a.jsonl", chats("a", 4)), write_jsonl(tmp_path / "b.jsonl", chats("b", 2))
+    recipe = make_recipe("sft_instruct", f"recipe.data.test=[{first},{second}]")
+    sources = [r["source"].rsplit(":", 1)[0] for r in recipe.read_file("test")]
+    assert sorted(sources) == sorted([str(first)] * 4 + [str(second)] * 2)
+    assert str(second) in sources[:3]  # interleaved in proportion, not one file after the other
+    missing = make_recipe("sft_instruct", f"recipe.data.test=[{first},{tmp_path / 'none.jsonl'}]")
+    with pytest.raises(FtkitError) as error:
+        missing.read_file("test")
+    assert "recipe.data.test[1]" in str(error.value.where) + error.value.problem + error.value.fix

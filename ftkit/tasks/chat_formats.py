@@ -125,6 +125,13 @@ def to_messages(record: dict[str, Any], fmt: str, where: str, how: str = "set by
     return messages
 
 
+def with_system_prompt(messages: list[Message], system_prompt: str | None) -> list[Message]:
+    """The messages with recipe.system_prompt as the first turn, when set and the messages have no system turn."""
+    if system_prompt is None or messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def check_conversation(messages: list[Message], where: str) -> None:
     """Optional system turn first, then user / assistant alternating, ending on an assistant turn."""
     body = messages[1:] if messages and messages[0]["role"] == "system" else messages

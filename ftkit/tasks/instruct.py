@@ -17,8 +17,15 @@ from omegaconf import MISSING, DictConfig, ListConfig
 
 from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
-from ftkit.tasks.chat_formats import FORMATS, Message, alpaca_user_turn, assistant_turns, load_conversations
-from ftkit.tasks.readers import resolve_path
+from ftkit.tasks.chat_formats import (
+    FORMATS,
+    Message,
+    alpaca_user_turn,
+    assistant_turns,
+    load_conversations,
+    with_system_prompt,
+)
+from ftkit.tasks.readers import configured_paths
 
 log = logging.getLogger("ftkit")
 
@@ -97,14 +104,11 @@ class InstructTask:
 
     def read_file(self, split: str) -> list[dict[str, Any]] | None:
         """Every conversation of the file(s) configured for split, interleaved in proportion; None when none is."""
-        spec = self.cfg.data.get(split)
-        if spec is None:
+        paths = configured_paths(self.cfg.data, split)
+        if paths is None:
             return None
-        specs = list(spec) if isinstance(spec, ListConfig) else [spec]
         files = []
-        for number, item in enumerate(specs):
-            key = f"recipe.data.{split}" + (f"[{number}]" if isinstance(spec, ListConfig) else "")
-            path = resolve_path(str(item), key=key)
+        for path in paths:
             fmt, conversations = load_conversations(path, self.cfg.format)
             log.info("%s: %d records, %s format", path, len(conversations), fmt)
             files.append([{"messages": messages, "source": where, "format": fmt} for where, messages in conversations])
@@ -112,10 +116,7 @@ class InstructTask:
 
     def conversation(self, record: dict[str, Any]) -> list[Message]:
         """The record's messages, with recipe.system_prompt as the first turn when set and the record has none."""
-        messages = record["messages"]
-        if self.cfg.system_prompt is None or messages[0]["role"] == "system":
-            return messages
-        return [{"role": "system", "content": self.cfg.system_prompt}, *messages]
+        return with_system_prompt(record["messages"], self.cfg.system_prompt)
 
     def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
         messages = self.conversation(record)

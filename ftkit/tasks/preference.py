@@ -38,9 +38,9 @@ from omegaconf import MISSING, DictConfig, ListConfig
 from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
 from ftkit.run_dir import RunDir
-from ftkit.tasks.chat_formats import Message, check_conversation
+from ftkit.tasks.chat_formats import Message, check_conversation, with_system_prompt
 from ftkit.tasks.instruct import InstructDataConfig, interleave
-from ftkit.tasks.readers import read_records, resolve_path
+from ftkit.tasks.readers import configured_paths, read_records
 
 log = logging.getLogger("ftkit")
 
@@ -203,14 +203,11 @@ class PreferenceTask:
 
     def read_file(self, split: str) -> list[dict[str, Any]] | None:
         """Every pair of the file(s) configured for split, interleaved in proportion; None when none is."""
-        spec = self.cfg.data.get(split)
-        if spec is None:
+        paths = configured_paths(self.cfg.data, split)
+        if paths is None:
             return None
-        specs = list(spec) if isinstance(spec, ListConfig) else [spec]
         files = []
-        for number, item in enumerate(specs):
-            key = f"recipe.data.{split}" + (f"[{number}]" if isinstance(spec, ListConfig) else "")
-            path = resolve_path(str(item), key=key)
+        for path in paths:
             pairs = [read_pair(record, f"{path}:{line}") for line, record in read_records(path)]
             log.info("%s: %d preference pairs", path, len(pairs))
             files.append(pairs)
@@ -219,10 +216,7 @@ class PreferenceTask:
     # ---- examples -------------------------------------------------------------------------------------------
     def conversation(self, record: dict[str, Any]) -> list[Message]:
         """The prompt's messages, with recipe.system_prompt first when set and the record has no system turn."""
-        messages = record["prompt"]
-        if self.cfg.system_prompt is None or messages[0]["role"] == "system":
-            return messages
-        return [{"role": "system", "content": self.cfg.system_prompt}, *messages]
+        return with_system_prompt(record["prompt"], self.cfg.system_prompt)
 
     def to_example(self, record: dict[str, Any]) -> dict[str, Any]:
         """TRL's conversational preference example."""

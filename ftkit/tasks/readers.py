@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from omegaconf import ListConfig
+
 from ftkit.errors import FtkitError, closest
 
 BUNDLED = "bundled:"
@@ -71,6 +73,19 @@ def bundled_names() -> list[str]:
         for path in bundled_dir().glob("*/*")
         if path.is_file() and path.suffix.lower() in BUNDLED_SUFFIXES
     )
+
+
+def configured_paths(data: Any, split: str) -> list[Path] | None:
+    """The file(s) recipe.data.<split> names (one path or a list of them), resolved; None when it names none."""
+    spec = data.get(split)
+    if spec is None:
+        return None
+    many = isinstance(spec, (list, ListConfig))
+    items = list(spec) if many else [spec]
+    return [
+        resolve_path(str(item), key=f"recipe.data.{split}" + (f"[{number}]" if many else ""))
+        for number, item in enumerate(items)
+    ]
 
 
 def resolve_path(spec: str, key: str, expected: str = "a .jsonl or .csv file") -> Path:

@@ -51,3 +51,12 @@ def write_jsonl_files(out: Path, files: Mapping[str, Sequence[Any]]) -> None:
         with path.open("w", encoding="utf-8", newline="\n") as file:
             file.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
         print(f"{path}: {len(records)} records")
+
+
+def quotas(count: int, shares: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """Records per kind for a split of count records, each kind its share of count (largest remainder)."""
+    exact = {kind: count * share for kind, share in shares}
+    result = {kind: int(value) for kind, value in exact.items()}
+    for kind in sorted(exact, key=lambda k: exact[k] - result[k], reverse=True)[: count - sum(result.values())]:
+        result[kind] += 1
+    return result

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from _common import load_vocabulary, parse_args, write_jsonl_files
+from _common import load_vocabulary, parse_args, quotas, write_jsonl_files
 from report import ASSETS, incident, report
 
 DEFAULT_SEED = 20240614
@@ -115,15 +115,6 @@ def pair(rng: random.Random, flaw: str) -> dict[str, str]:
     }
 
 
-def quotas(count: int) -> dict[str, int]:
-    """Records per flaw kind for a split of count records (largest remainder)."""
-    exact = {kind: count * share for kind, share in KINDS}
-    result = {kind: int(value) for kind, value in exact.items()}
-    for kind in sorted(exact, key=lambda k: exact[k] - result[k], reverse=True)[: count - sum(result.values())]:
-        result[kind] += 1
-    return result
-
-
 def generate(seed: int) -> dict[str, list[dict[str, str]]]:
     """The three splits. No prompt repeats, within or across splits; the 18 failure modes (and so the causes and
     actions of the chosen reports) are shared, a held-out prompt is a new combination of asset and circumstances."""
@@ -132,7 +123,7 @@ def generate(seed: int) -> dict[str, list[dict[str, str]]]:
     splits: dict[str, list[dict[str, str]]] = {}
     for split, count in SPLITS.items():
         records = []
-        for kind, quota in quotas(count).items():
+        for kind, quota in quotas(count, KINDS).items():
             made = 0
             while made < quota:
                 record = pair(rng, kind)

@@ -25,7 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from _common import load_vocabulary, parse_args, write_jsonl_files
+from _common import load_vocabulary, parse_args, quotas, write_jsonl_files
 
 DEFAULT_SEED = 20240613
 SPLITS = {"test": 40, "validation": 24, "train": 240}  # drawn in this order: held-out splits pick first
@@ -133,15 +133,6 @@ MAKERS: dict[str, Callable[[random.Random], dict[str, str]]] = {
 }
 
 
-def quotas(count: int) -> dict[str, int]:
-    """Records per kind for a split of count records (largest remainder)."""
-    exact = {kind: count * share for kind, share in KINDS}
-    result = {kind: int(value) for kind, value in exact.items()}
-    for kind in sorted(exact, key=lambda k: exact[k] - result[k], reverse=True)[: count - sum(result.values())]:
-        result[kind] += 1
-    return result
-
-
 def generate(seed: int) -> dict[str, list[dict[str, str]]]:
     """The three splits. No record repeats, within or across splits; cause and action questions do share their
     answers (18 failure modes), so held-out ones test recall of the failure-mode table under new wording."""
@@ -150,7 +141,7 @@ def generate(seed: int) -> dict[str, list[dict[str, str]]]:
     splits: dict[str, list[dict[str, str]]] = {}
     for split, count in SPLITS.items():
         records = []
-        for kind, quota in quotas(count).items():
+        for kind, quota in quotas(count, KINDS).items():
             made = 0
             while made < quota:
                 record = MAKERS[kind](rng)
