@@ -15,7 +15,7 @@ from tests.conftest import tiny_overrides
 
 @pytest.fixture(autouse=True)
 def clean_openmp_environment(monkeypatch):
-    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", cpu_threads.USER_FIXED):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -132,3 +132,16 @@ def test_follow_cpu_load_sets_and_logs_the_thread_count(caplog):
         assert "CPU threads" in caplog.text and "-> 1 at step 7: other processes kept 1.0 of 2 cores" in caplog.text
     finally:
         torch.set_num_threads(running)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "environment", "follows"),
+    [([], {}, True), (["launcher.cpu_threads=2"], {}, False), ([], {"OMP_NUM_THREADS": "2"}, False)],
+)
+def test_a_thread_count_the_user_fixed_is_not_followed(monkeypatch, overrides, environment, follows):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose(overrides)
+    cpu_threads.configure(cfg)
+    cpu_threads.configure(cfg)  # a rank configures again, with OMP_NUM_THREADS set by the first: still the user's
+    assert cpu_threads.follows_load(cfg) is (follows and cpu_threads.OtherLoad.readable())

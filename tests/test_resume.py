@@ -52,8 +52,10 @@ def ftkit(
     cwd: Path, *args: str, signal_at: tuple[int, str] | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`ftkit <args>` in cwd; with signal_at=(step, name) the run signals itself at that training step."""
-    full_env = {k: v for k, v in os.environ.items() if k != "FTKIT_DEBUG"}
-    full_env.update({"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(env or {})})
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FTKIT_DEBUG", "FTKIT_CPU_THREADS_FIXED")}
+    # OMP_NUM_THREADS fixes the thread count: following the load would reorder float sums between the compared runs
+    fixed = {"FTKIT_CACHE": str(cwd / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    full_env.update({**fixed, **(env or {})})
     if signal_at:
         command = [sys.executable, str(REPO / "tests" / "signal_at_step.py"), str(signal_at[0]), signal_at[1]]
     else:

@@ -53,8 +53,17 @@ def threads_per_process(cfg: Any) -> int | None:
     return max(1, available_cores() // processes)
 
 
+# "1" when the user fixed the thread count (launcher.cpu_threads, or OMP_NUM_THREADS exported before ftkit started):
+# written by the first configure, inherited by the ranks, whose OMP_NUM_THREADS configure itself has set.
+USER_FIXED = "FTKIT_CPU_THREADS_FIXED"
+
+
 def configure(cfg: Any) -> dict[str, Any]:
     """Set OMP_WAIT_POLICY and OMP_NUM_THREADS for this process and the ones it starts; what was chosen."""
+    if USER_FIXED not in os.environ:
+        given = os.environ.get("OMP_NUM_THREADS", "")
+        fixed = cfg.launcher.cpu_threads is not None or (given.isdigit() and int(given) > 0)
+        os.environ[USER_FIXED] = "1" if fixed else "0"
     threads, policy = threads_per_process(cfg), cfg.launcher.omp_wait_policy
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy.upper()
@@ -82,11 +91,12 @@ def set_threads(cfg: Any) -> None:
 
 
 def follows_load(cfg: Any) -> bool:
-    """Whether the thread count follows the load while training: a CPU run without launcher.cpu_threads, on a
-    machine whose CPU times this process can read (Linux /proc)."""
+    """Whether the thread count follows the load while training: a CPU run whose count the user did not fix
+    (launcher.cpu_threads, an exported OMP_NUM_THREADS), on a machine whose CPU times this process can read (/proc)."""
     import torch
 
-    return cfg.launcher.cpu_threads is None and not torch.cuda.is_available() and OtherLoad.readable()
+    fixed = cfg.launcher.cpu_threads is not None or os.environ.get(USER_FIXED) == "1"
+    return not fixed and not torch.cuda.is_available() and OtherLoad.readable()
 
 
 def threads_for(others_busy: float, most: int, cores: int) -> int:
