@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig
 
 from ftkit.data.splits import SplitReader
 from ftkit.errors import FtkitError, closest
@@ -25,7 +25,7 @@ from ftkit.tasks.chat_formats import (
     load_conversations,
     with_system_prompt,
 )
-from ftkit.tasks.readers import configured_paths
+from ftkit.tasks.readers import check_split_specs, configured_paths
 
 log = logging.getLogger("ftkit")
 
@@ -78,15 +78,7 @@ class InstructTask:
                 "use e.g. recipe.max_new_tokens=64",
                 where="recipe.max_new_tokens",
             )
-        for split in ("train", "validation", "test"):
-            spec = cfg.data.get(split)
-            paths = list(spec) if isinstance(spec, ListConfig) else [spec]
-            if spec is not None and (not paths or not all(isinstance(p, str) and p.strip() for p in paths)):
-                raise FtkitError(
-                    f"recipe.data.{split} must be a file path or a list of file paths, got {spec!r}",
-                    f"write recipe.data.{split}=data.jsonl or recipe.data.{split}=[a.jsonl,b.jsonl]",
-                    where=f"recipe.data.{split}",
-                )
+        check_split_specs(cfg.data, "data.jsonl")
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg

@@ -40,7 +40,7 @@ from ftkit.errors import FtkitError, closest
 from ftkit.run_dir import RunDir
 from ftkit.tasks.chat_formats import Message, check_conversation, with_system_prompt
 from ftkit.tasks.instruct import InstructDataConfig, interleave
-from ftkit.tasks.readers import configured_paths, read_records
+from ftkit.tasks.readers import check_split_specs, configured_paths, read_records
 
 log = logging.getLogger("ftkit")
 
@@ -130,15 +130,7 @@ class PreferenceTask:
                     f"use e.g. recipe.{key}={example}",
                     where=f"recipe.{key}",
                 )
-        for split in ("train", "validation", "test"):
-            spec = cfg.data.get(split)
-            paths = list(spec) if isinstance(spec, ListConfig) else [spec]
-            if spec is not None and (not paths or not all(isinstance(p, str) and p.strip() for p in paths)):
-                raise FtkitError(
-                    f"recipe.data.{split} must be a file path or a list of file paths, got {spec!r}",
-                    f"write recipe.data.{split}=pairs.jsonl or recipe.data.{split}=[a.jsonl,b.jsonl]",
-                    where=f"recipe.data.{split}",
-                )
+        check_split_specs(cfg.data, "pairs.jsonl")
 
     @classmethod
     def check_run(cls, cfg: DictConfig) -> None:

@@ -75,6 +75,20 @@ def bundled_names() -> list[str]:
     )
 
 
+def check_split_specs(data: Any, example: str) -> None:
+    """recipe.data.<train|validation|test>: each unset, a file path, or a non-empty list of them; example names a file
+    for the fix."""
+    for split in ("train", "validation", "test"):
+        spec = data.get(split)
+        paths = list(spec) if isinstance(spec, (list, ListConfig)) else [spec]
+        if spec is not None and (not paths or not all(isinstance(p, str) and p.strip() for p in paths)):
+            raise FtkitError(
+                f"recipe.data.{split} must be a file path or a list of file paths, got {spec!r}",
+                f"write recipe.data.{split}={example} or recipe.data.{split}=[a.jsonl,b.jsonl]",
+                where=f"recipe.data.{split}",
+            )
+
+
 def configured_paths(data: Any, split: str) -> list[Path] | None:
     """The file(s) recipe.data.<split> names (one path or a list of them), resolved; None when it names none."""
     spec = data.get(split)
